@@ -1,0 +1,121 @@
+"""Property tests: no event at or after a cut-off reaches an example's input; targets read only the future.
+
+Each property compares the vectorised example builder with a brute-force, one-example-at-a-time reading
+of the same events, on random logs with ties, unknown customers and cut-offs that coincide with events.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from journey_model.batch import EOS_ID
+from journey_model.preprocessing import FieldStatistics, PreprocessingConfig, Preprocessor
+from journey_model.schema import DatasetConfig, conform_table
+
+DAY_US = 86_400 * 1_000_000
+DATASET = DatasetConfig(name="prop", categorical_fields=["item"], numeric_fields=["amount"])
+TYPES = ["login", "pay", "fee", "close"]
+
+
+def _events_table(rows: list[tuple[int, int, int]]) -> pa.Table:
+    customers = [f"c{c}" for c, _, _ in rows]
+    ts = pa.array([t * DAY_US // 4 for _, t, _ in rows], pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+    table = pa.table({
+        "customer_id": pa.array(customers, pa.string()),
+        "ts": ts,
+        "event_type": pa.array([TYPES[k] for _, _, k in rows], pa.string()),
+        "event_id": pa.array([f"e{i}" for i in range(len(rows))], pa.string()),
+        "item": pa.array([f"i{k}" for _, _, k in rows], pa.string()),
+        "amount": pa.array([float(t) for _, t, _ in rows], pa.float64()),
+    })
+    return conform_table(table, DATASET)
+
+
+def _fit(events: pa.Table, max_len: int, steps: int) -> Preprocessor:
+    stats = FieldStatistics()
+    stats.update(events, DATASET)
+    return Preprocessor.fit(stats, DATASET, PreprocessingConfig(max_len=max_len, min_count=1, forecast_steps=steps))
+
+
+event_rows = st.lists(
+    st.tuples(st.integers(0, 4), st.integers(0, 120), st.integers(0, len(TYPES) - 1)), min_size=1, max_size=60
+)
+cutoff_rows = st.lists(st.tuples(st.integers(0, 5), st.integers(0, 130)), min_size=1, max_size=12)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=event_rows, cutoffs=cutoff_rows, max_len=st.integers(1, 8), steps=st.integers(1, 4),
+       horizon=st.integers(1, 40))
+def test_inputs_are_strictly_before_the_cutoff_and_targets_after(rows, cutoffs, max_len, steps, horizon):
+    events = _events_table(rows)
+    preprocessor = _fit(events, max_len, steps)
+    examples = pa.table({
+        "customer_id": pa.array([f"c{c}" for c, _ in cutoffs], pa.string()),
+        "cutoff": pa.array([t * DAY_US // 4 for _, t in cutoffs], pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+    })
+    horizon_days = horizon / 4
+    out = preprocessor.encode_examples(events, examples, {"closes": ("close", horizon_days)},
+                                       forecast_horizon_days=horizon_days).to_pylist()
+    observed_until = max(t for _, t, _ in rows)
+    type_vocab = preprocessor.vocabularies["event_type"]
+    for (customer, cut), row in zip(cutoffs, out):
+        mine = sorted(((t, i, k) for i, (c, t, k) in enumerate(rows) if c == customer), key=lambda e: (e[0], e[1]))
+        past = [e for e in mine if e[0] < cut]
+        future = [e for e in mine if e[0] >= cut]
+        # Inputs: exactly the most recent max_len events strictly before the cut-off.
+        assert [f"e{i}" for _, i, _ in past[-max_len:]] == row["event_id"]
+        assert row["length"] == len(past[-max_len:])
+        # Every input time bucket is a valid, non-padding bucket.
+        assert all(1 <= b <= preprocessor.config.num_time_buckets for b in row["time_bucket"])
+        # Next event: the first at or after the cut-off.
+        expected_next = type_vocab.id_of(TYPES[future[0][2]]) if future else 0
+        assert row["next_event_type"] == expected_next
+        # Derived label: a 'close' in [cut, cut + horizon), unknown when the window passes the data's end.
+        window_end = cut + horizon
+        if window_end > observed_until:
+            assert row["y_closes"] is None or np.isnan(row["y_closes"])
+        else:
+            assert row["y_closes"] == float(any(t < window_end and TYPES[k] == "close" for t, _, k in future))
+        # Forecast: next `steps` types within the horizon, <eos> when fewer, unknown when not observable.
+        within = [type_vocab.id_of(TYPES[k]) for t, _, k in future if t < window_end][:steps]
+        if len(within) == steps:
+            assert row["forecast_event_type"] == within
+        elif window_end <= observed_until:
+            assert row["forecast_event_type"] == [*within, EOS_ID]
+        else:
+            assert row["forecast_event_type"] == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=event_rows, cutoffs=cutoff_rows)
+def test_events_after_the_cutoff_change_nothing_in_the_input(rows, cutoffs):
+    """Rewriting every event at or after each cut-off leaves the encoded inputs unchanged."""
+    events = _events_table(rows)
+    preprocessor = _fit(events, 5, 2)
+    earliest_cut = min(t for _, t in cutoffs)
+    changed_rows = [(c, t, (k + 1) % len(TYPES)) if t >= earliest_cut else (c, t, k) for c, t, k in rows]
+    examples = pa.table({
+        "customer_id": pa.array([f"c{c}" for c, _ in cutoffs], pa.string()),
+        "cutoff": pa.array([earliest_cut * DAY_US // 4] * len(cutoffs), pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+    })
+    input_columns = ["event_type", "time_bucket", "cat_item", "num_amount", "length"]
+    before = preprocessor.encode_examples(events, examples).select(input_columns)
+    after = preprocessor.encode_examples(_events_table(changed_rows), examples).select(input_columns)
+    assert before.equals(after)
+
+
+def test_time_bucket_edges_follow_atrank():
+    from journey_model.preprocessing import TimeBuckets
+
+    buckets = TimeBuckets(unit_seconds=86400.0, num_buckets=13)
+    gaps_days = np.array([0, 0.99, 1, 2.99, 3, 6.99, 7, 4094.99, 4095, 10**6])
+    # bucket = floor(log2(gap + 1)) + 1 (0 is padding); the last real bucket is the overflow.
+    assert buckets.bucket_ids(gaps_days * 86400).tolist() == [1, 1, 2, 2, 3, 3, 4, 12, 13, 13]
+    assert buckets.lower_edges()[:4] == [0.0, 1.0, 3.0, 7.0]
+    assert buckets.label(13) == ">= 4095 days"
+    with pytest.raises(ValueError, match="at or after its cut-off"):
+        buckets.bucket_ids(np.array([-1.0]))
