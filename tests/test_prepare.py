@@ -16,7 +16,7 @@ from journey_model.batch import OOV_ID, PAD_ID
 from journey_model.cli import main as journey
 from journey_model.datamodule import JourneyDataModule, LengthBucketBatchSampler
 from journey_model.prepare import PrepareConfig, PrepareError, _Job, prepare, read_split
-from journey_model.preprocessing import Preprocessor, PreprocessingConfig, Vocabulary
+from journey_model.preprocessing import PreprocessingConfig, Preprocessor, Vocabulary
 from journey_model.schema import DatasetConfig, SchemaError, conform_table
 
 TYPES = np.array(["login", "pay", "fee", "close"])
