@@ -8,7 +8,6 @@ imports happen inside the subcommand, which keeps ``journey --help`` instant.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -149,6 +148,85 @@ def _run_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train one model on a prepared dataset, evaluate on its test split",
+                       description="Train any model of the zoo on any task it supports; writes the test metrics "
+                       "as JSON with --metrics-out. Options given here override those of --config.")
+    p.add_argument("--data", required=True, help="folder written by `journey prepare`")
+    p.add_argument("--model", default=None, help="model name (default: atrank); see `journey models`")
+    p.add_argument("--task", default=None,
+                   help="comma-separated tasks: outcome, next_event, next_item, forecast (default: all the model "
+                   "and data support)")
+    p.add_argument("--config", help="YAML file with TrainConfig fields and a `model_overrides` mapping")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="model config field, e.g. hidden_size=64 or positional_encoding=learned (repeatable)")
+    p.add_argument("--max-epochs", type=int, help="epochs at most (default: 10)")
+    p.add_argument("--batch-size", type=int, help="customers per batch (default: 64)")
+    p.add_argument("--lr", type=float, help="learning rate (default: the model config's)")
+    p.add_argument("--patience", type=int, help="early-stopping patience in validation epochs (default: 3)")
+    p.add_argument("--seed", type=int, help="random seed (default: 0)")
+    p.add_argument("--accelerator", help="cpu, gpu or auto (default: auto)")
+    p.add_argument("--devices", help="devices per node (default: 1)")
+    p.add_argument("--output-dir", help="checkpoint folder root (default: work/runs)")
+    p.add_argument("--metrics-out", help="write the test metrics (and run facts) here as JSON")
+    p.set_defaults(func=_run_train)
+
+
+def _parse_value(text: str) -> object:
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def train_config_from_args(args: argparse.Namespace):  # noqa: ANN201 - TrainConfig, imported lazily
+    import yaml
+
+    from journey_model.training import TrainConfig
+
+    values: dict = {}
+    if args.config:
+        values = yaml.safe_load(Path(args.config).read_text()) or {}
+    overrides = dict(values.pop("model_overrides", {}) or {})
+    for item in args.set:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r}: expected FIELD=VALUE")
+        key, value = item.split("=", 1)
+        overrides[key.strip()] = _parse_value(value)
+    cli = {
+        "model": args.model, "max_epochs": args.max_epochs, "batch_size": args.batch_size,
+        "learning_rate": args.lr, "patience": args.patience, "seed": args.seed, "accelerator": args.accelerator,
+        "devices": args.devices, "output_dir": args.output_dir,
+        "tasks": args.task.split(",") if args.task else None,
+    }
+    values.update({k: v for k, v in cli.items() if v is not None})
+    return TrainConfig(data_dir=args.data, model_overrides=overrides, progress=not args.quiet, **values)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from journey_model.training import train
+
+    result = train(train_config_from_args(args), metrics_out=args.metrics_out)
+    print(f"{result.model_name} ({', '.join(result.tasks)}): {result.parameters:,} parameters, "
+          f"{result.epochs} epochs, {result.seconds:.0f} s")
+    for key, value in sorted(result.test_metrics.items()):
+        print(f"  {key:<32} {value:.4f}")
+    return 0
+
+
+def _add_models(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list the model zoo and the tasks each model answers")
+    p.set_defaults(func=_run_models)
+
+
+def _run_models(args: argparse.Namespace) -> int:
+    from journey_model.models.registry import MODELS
+
+    for name, entry in MODELS.items():
+        tasks = ", ".join(sorted(t.value for t in entry.model_class.supported_tasks))
+        print(f"{name:<15} {entry.description}\n{'':<15} tasks: {tasks}")
+    return 0
+
+
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the main job end to end on built-in synthetic data (no server, no download)",
                        description="synth -> prepare -> (train and compare models as they land) in WORKDIR.")
@@ -173,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
-    for add in (_add_synth, _add_ingest, _add_prepare, _add_demo):
+    for add in (_add_synth, _add_ingest, _add_prepare, _add_train, _add_models, _add_demo):
         add(sub)
     return parser
 
@@ -192,10 +270,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"journey {args.command}: error: {error}", file=sys.stderr)
         return 1
-
-
-def print_json(data: object) -> None:
-    print(json.dumps(data, indent=1, default=str))
 
 
 if __name__ == "__main__":

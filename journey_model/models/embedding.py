@@ -1,0 +1,165 @@
+"""The raw behaviour embedding every sequence model shares (ATRank blocks 1-2), and positional encodings.
+
+ATRank (Zhou et al. 2018, §3.1-3.2; reference code ``multi/``): each behaviour is embedded in the space of
+its own type — its behaviour type, its time bucket and the object fields its type carries, one table per
+field, concatenated — and each behaviour group projects its own concatenation into the shared hidden space
+H with its own Linear layer. Tables that name the same thing (a field shared by several groups) are shared.
+Numeric fields enter as two features each: the transformed value (0 where missing) and its presence mask.
+
+Event types outside every :class:`BehaviourGroup` — ``<oov>`` (1), ``<bos>`` (2), ``<eos>`` (3) — use a
+group that carries every field. Padding positions come out as exact zeros.
+
+Sharing this one module between ATRank, the seq2seq family and the GRU baselines means a comparison between
+them isolates the encoder.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from journey_model.batch import BOS_ID, EOS_ID, OOV_ID, BehaviourGroup, FeatureSpec, SequenceBatch
+from journey_model.models.base import check_batch
+
+ALL_FIELDS_GROUP = "<all fields>"
+
+
+def init_embedding(table: nn.Embedding, method: str) -> None:
+    """Glorot-uniform (ATRank's code) or torch's normal init; the padding row stays zero."""
+    if method == "glorot":
+        nn.init.xavier_uniform_(table.weight)
+    else:
+        nn.init.normal_(table.weight)
+    if table.padding_idx is not None:
+        with torch.no_grad():
+            table.weight[table.padding_idx].zero_()
+
+
+class BehaviourEmbedding(nn.Module):
+    """(B, T) ids and numeric features of a :class:`SequenceBatch` -> (B, T, H), zero at padding."""
+
+    def __init__(self, spec: FeatureSpec, field_dim: int, hidden_size: int, init: str = "glorot"):
+        super().__init__()
+        self.spec = spec
+        self.hidden_size = hidden_size
+        for name in spec.categorical_fields:
+            if not name or "." in name:
+                raise ValueError(f"FeatureSpec categorical field {name!r}: a field name must be non-empty, no '.'")
+
+        self.event_type = nn.Embedding(spec.event_type_vocab_size, field_dim, padding_idx=0)
+        self.time_bucket = nn.Embedding(spec.num_time_buckets, field_dim, padding_idx=0)
+        self.categorical = nn.ModuleDict(
+            {name: nn.Embedding(size, field_dim, padding_idx=0) for name, size in spec.categorical_vocab_sizes.items()}
+        )
+        for table in [self.event_type, self.time_bucket, *self.categorical.values()]:
+            init_embedding(table, init)
+
+        self.groups = self._groups_with_fallback(spec)
+        self.group_numeric_index = [[spec.numeric_fields.index(n) for n in g.numeric] for g in self.groups]
+        self.projections = nn.ModuleList(
+            nn.Linear(field_dim * (2 + len(g.categorical)) + 2 * len(g.numeric), hidden_size) for g in self.groups
+        )
+        group_of_type = torch.full((spec.event_type_vocab_size,), len(self.groups) - 1, dtype=torch.long)
+        for index, group in enumerate(self.groups[:-1]):
+            group_of_type[group.event_type_ids] = index
+        self.register_buffer("group_of_type", group_of_type, persistent=False)  # event-type id -> group index
+
+    @staticmethod
+    def _groups_with_fallback(spec: FeatureSpec) -> list[BehaviourGroup]:
+        seen: dict[int, str] = {}
+        for group in spec.behaviour_groups:
+            for name in group.categorical:
+                if name not in spec.categorical_vocab_sizes:
+                    raise ValueError(
+                        f"BehaviourGroup {group.name!r}: categorical field {name!r} is not in the FeatureSpec "
+                        f"({spec.categorical_fields})"
+                    )
+            for name in group.numeric:
+                if name not in spec.numeric_fields:
+                    raise ValueError(
+                        f"BehaviourGroup {group.name!r}: numeric field {name!r} is not in the FeatureSpec "
+                        f"({spec.numeric_fields})"
+                    )
+            for type_id in group.event_type_ids:
+                if not 0 < type_id < spec.event_type_vocab_size:
+                    raise ValueError(
+                        f"BehaviourGroup {group.name!r}: event-type id {type_id} is outside 1..{spec.event_type_vocab_size - 1}"
+                    )
+                if type_id in seen:
+                    raise ValueError(
+                        f"event-type id {type_id} belongs to both BehaviourGroup {seen[type_id]!r} and {group.name!r}"
+                    )
+                seen[type_id] = group.name
+        everything = BehaviourGroup(
+            name=ALL_FIELDS_GROUP,
+            event_type_ids=[OOV_ID, BOS_ID, EOS_ID],
+            categorical=spec.categorical_fields,
+            numeric=list(spec.numeric_fields),
+        )
+        return [*spec.behaviour_groups, everything]
+
+    def forward(self, batch: SequenceBatch) -> torch.Tensor:
+        check_batch(batch, self.spec)
+        B, T = batch.event_type.shape
+        type_emb = self.event_type(batch.event_type)  # (B, T, field_dim)
+        time_emb = self.time_bucket(batch.time_bucket)  # (B, T, field_dim)
+        field_emb = {name: table(batch.categorical[name]) for name, table in self.categorical.items()}
+        group = self.group_of_type[batch.event_type]  # (B, T)
+        out = type_emb.new_zeros(B, T, self.hidden_size)
+        for index, (spec_group, projection) in enumerate(zip(self.groups, self.projections)):
+            rows = batch.mask & (group == index)  # (B, T) behaviours of this group
+            if not rows.any():
+                continue
+            numeric_index = self.group_numeric_index[index]
+            parts = [type_emb[rows], time_emb[rows], *(field_emb[name][rows] for name in spec_group.categorical)]
+            if numeric_index:
+                parts.append(batch.numeric[rows][:, numeric_index])
+                parts.append(batch.numeric_mask[rows][:, numeric_index])
+            out[rows] = projection(torch.cat(parts, dim=-1))  # (n_rows, H)
+        return out
+
+
+class PositionalEncoding(nn.Module):
+    """Adds order information to real positions: none, sinusoidal (Vaswani et al.) or a learned table.
+
+    Positions count from the oldest kept behaviour (0) forwards; padding stays zero.
+    """
+
+    def __init__(self, kind: str, hidden_size: int, max_positions: int = 512):
+        super().__init__()
+        if kind not in ("none", "sinusoidal", "learned"):
+            raise ValueError(f"positional_encoding = {kind!r}; expected 'none', 'sinusoidal' or 'learned'")
+        self.kind = kind
+        self.hidden_size = hidden_size
+        self.max_positions = max_positions
+        self.table = nn.Embedding(max_positions, hidden_size) if kind == "learned" else None
+        if self.table is not None:
+            nn.init.normal_(self.table.weight, std=0.02)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.kind == "none":
+            return x
+        B, T, H = x.shape
+        if self.table is not None:
+            if T > self.max_positions:
+                raise ValueError(
+                    f"learned positional encoding: sequence length {T} exceeds max_positions = {self.max_positions}"
+                )
+            positions = self.table.weight[:T]  # (T, H)
+        else:
+            positions = sinusoidal_positions(T, H, x.device, x.dtype)
+        return x + positions[None] * mask[..., None].to(x.dtype)
+
+
+def sinusoidal_positions(length: int, hidden_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(length, H) sin/cos position codes of Vaswani et al. (2017), for any length."""
+    position = torch.arange(length, device=device, dtype=torch.float32)[:, None]
+    frequency = torch.exp(
+        torch.arange(0, hidden_size, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / hidden_size)
+    )
+    codes = torch.zeros(length, hidden_size, device=device)
+    codes[:, 0::2] = torch.sin(position * frequency)
+    codes[:, 1::2] = torch.cos(position * frequency[: hidden_size // 2])
+    return codes.to(dtype)

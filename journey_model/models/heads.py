@@ -1,0 +1,165 @@
+"""Task heads on the shared customer representation: task-query attention and per-task scores.
+
+ATRank's "vanilla attention" (Zhou et al. 2018, §3.4): the downstream task asks its own question of the
+encoded behaviours. Here each task has one learned query vector — one per outcome (churn, default …), one
+for the next event type and one for the next item — so a single model serves every task, and the weights
+of each query say which past behaviours drove that prediction. The block is ATRank's (multi-head with
+ReLU Q/K/V, residual with the query, LayerNorm, narrow feed-forward, LayerNorm).
+
+Scores follow the reference's output layer, ``logit = bias[target] + ⟨u, e_target⟩``: one vector and bias per
+outcome, per event type and per item. Next items can be scored against the whole vocabulary or, in training
+with a large vocabulary, against the true item and uniformly sampled negatives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from journey_model.batch import BOS_ID, EOS_ID, PAD_ID, FeatureSpec
+from journey_model.models.attention import AttentionBlock, large_negative
+from journey_model.models.base import SequenceModelConfig
+from journey_model.models.output import EncodedSequence, ModelOutput
+from journey_model.tasks import Task
+
+NEXT_EVENT_QUERY = "next_event"
+NEXT_ITEM_QUERY = "next_item"
+
+
+def task_query_names(spec: FeatureSpec, tasks: Sequence[Task]) -> list[str]:
+    """The task queries a model needs: each outcome's name, then ``next_event`` and ``next_item``."""
+    names: list[str] = []
+    if Task.OUTCOME in tasks:
+        for name in spec.outcome_names:
+            if name in (NEXT_EVENT_QUERY, NEXT_ITEM_QUERY) or name in names:
+                raise ValueError(
+                    f"FeatureSpec.outcome_names: {name!r} is repeated or clashes with a task query name "
+                    f"({NEXT_EVENT_QUERY!r}, {NEXT_ITEM_QUERY!r})"
+                )
+            names.append(name)
+    if Task.NEXT_EVENT in tasks:
+        names.append(NEXT_EVENT_QUERY)
+    if Task.NEXT_ITEM in tasks:
+        names.append(NEXT_ITEM_QUERY)
+    return names
+
+
+class TaskQueryAttention(nn.Module):
+    """One learned query per task attends over the encoded behaviours -> one (B, H) vector per task."""
+
+    def __init__(self, names: Sequence[str], config: SequenceModelConfig):
+        super().__init__()
+        self.names = list(names)
+        H = config.hidden_size
+        self.queries = nn.Parameter(torch.empty(len(self.names), H))  # (Q, H) one question per task
+        nn.init.xavier_uniform_(self.queries)
+        self.block = AttentionBlock(
+            H,
+            config.num_heads,
+            config.task_ffn_width,
+            config.dropout,
+            config.layer_norm_eps,
+            relu_projections=True,
+            output_projection=False,
+        )
+
+    def forward(
+        self, states: torch.Tensor, mask: torch.Tensor, need_weights: bool = False
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """states (B, T, H) -> {task: (B, H)}, and {"task/<name>": (B, heads, T)} when asked."""
+        B = states.shape[0]
+        queries = self.queries[None].expand(B, -1, -1)  # (B, Q, H)
+        answers, weights = self.block(queries, states, key_mask=mask, need_weights=need_weights)  # (B, Q, H)
+        representations = {name: answers[:, q] for q, name in enumerate(self.names)}
+        attentions = {} if weights is None else {f"task/{name}": weights[:, :, q] for q, name in enumerate(self.names)}
+        return representations, attentions
+
+
+class NextItemScorer(nn.Module):
+    """logit(item) = bias[item] + ⟨u, e_item⟩ over the full vocabulary, or true item + sampled negatives."""
+
+    def __init__(self, vocab_size: int, hidden_size: int, scoring: str = "full", num_negatives: int = 100):
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.scoring = scoring
+        self.num_negatives = num_negatives
+        self.item = nn.Embedding(vocab_size, hidden_size)  # (V_item, H)
+        nn.init.xavier_uniform_(self.item.weight)
+        self.bias = nn.Parameter(torch.zeros(vocab_size))
+
+    def forward(self, u: torch.Tensor, target: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Returns (full logits (B, V_item), None), or in sampled training (None, sampled logits (B, 1 + S))."""
+        if self.scoring == "sampled" and self.training and target is not None:
+            return None, self._sampled(u, target)
+        logits = u @ self.item.weight.T + self.bias  # (B, V_item)
+        logits[:, PAD_ID] = large_negative(logits.dtype)
+        return logits, None
+
+    def _sampled(self, u: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        # uniform negatives shared by the batch; any id but padding, a negative equal to the target is masked
+        negatives = torch.randint(1, self.vocab_size, (self.num_negatives,), device=u.device)  # (S,)
+        positive = (u * self.item(target)).sum(-1) + self.bias[target]  # (B,)
+        negative = u @ self.item(negatives).T + self.bias[negatives]  # (B, S)
+        negative = negative.masked_fill(negatives[None, :] == target[:, None], large_negative(u.dtype))
+        return torch.cat([positive[:, None], negative], dim=1)
+
+
+class TaskScores(nn.Module):
+    """Per-task representations -> the logits of every task the model was built for."""
+
+    def __init__(self, spec: FeatureSpec, tasks: Sequence[Task], config: SequenceModelConfig):
+        super().__init__()
+        self.outcome_names = list(spec.outcome_names) if Task.OUTCOME in tasks else []
+        H = config.hidden_size
+        if self.outcome_names:
+            self.outcome_weight = nn.Parameter(torch.empty(len(self.outcome_names), H))  # (n_outcomes, H)
+            nn.init.xavier_uniform_(self.outcome_weight)
+            self.outcome_bias = nn.Parameter(torch.zeros(len(self.outcome_names)))
+        self.next_event = nn.Linear(H, spec.event_type_vocab_size) if Task.NEXT_EVENT in tasks else None
+        self.next_item = None
+        if Task.NEXT_ITEM in tasks:
+            item_vocab = spec.categorical_vocab_sizes[spec.item_field]  # type: ignore[index]
+            self.next_item = NextItemScorer(item_vocab, H, config.next_item_scoring, config.num_sampled_negatives)
+
+    def forward(self, representations: Mapping[str, torch.Tensor], output: ModelOutput, next_item: torch.Tensor | None) -> None:
+        """Fill ``output``'s logits from {task query name: (B, H)}."""
+        if self.outcome_names:
+            u = torch.stack([representations[name] for name in self.outcome_names], dim=1)  # (B, n_outcomes, H)
+            output.outcome_logits = (u * self.outcome_weight).sum(-1) + self.outcome_bias  # (B, n_outcomes)
+        if self.next_event is not None:
+            output.next_event_logits = mask_special_event_types(self.next_event(representations[NEXT_EVENT_QUERY]))
+        if self.next_item is not None:
+            output.next_item_logits, output.next_item_sampled_logits = self.next_item(
+                representations[NEXT_ITEM_QUERY], next_item
+            )
+
+
+def mask_special_event_types(logits: torch.Tensor) -> torch.Tensor:
+    """Next-event scores never rank padding, <bos> or <eos>: (B, V) with those columns very negative."""
+    logits = logits.clone()
+    logits[..., [PAD_ID, BOS_ID, EOS_ID]] = large_negative(logits.dtype)
+    return logits
+
+
+class TaskHeads(nn.Module):
+    """Every per-customer task answered from one encoded journey: task-query attention, then scores."""
+
+    def __init__(self, spec: FeatureSpec, tasks: Sequence[Task], config: SequenceModelConfig):
+        super().__init__()
+        names = task_query_names(spec, tasks)
+        self.attention = TaskQueryAttention(names, config) if names else None
+        self.scores = TaskScores(spec, tasks, config)
+
+    def forward(
+        self, encoded: EncodedSequence, next_item: torch.Tensor | None = None, need_weights: bool = False
+    ) -> ModelOutput:
+        output = ModelOutput(representation=encoded.summary, attentions=dict(encoded.attentions))
+        if self.attention is None:
+            return output
+        representations, attentions = self.attention(encoded.states, encoded.mask, need_weights)
+        output.task_representations = representations
+        output.attentions.update(attentions)
+        self.scores(representations, output, next_item)
+        return output

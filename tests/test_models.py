@@ -1,0 +1,583 @@
+"""Behaviour of the model zoo, transformers-style: a tiny FeatureSpec, a tiny config per model, real batches.
+
+Every batch is built with :func:`journey_model.batch.collate_examples`, the contract every model reads.
+Checked: output shapes for every model x task, attention rows summing to 1 over real keys, padding and batch
+composition changing nothing, the causal mask hiding the future, fused and explicit attention agreeing,
+every trainable model overfitting a tiny batch, count models fitting by counting, greedy vs beam decoding,
+ATRank learning a planted ORDER signal, losses ignoring unknown targets, and clear errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+
+import pytest
+import torch
+
+from journey_model.batch import (
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    BehaviourGroup,
+    FeatureSpec,
+    SequenceBatch,
+    collate_examples,
+)
+from journey_model.models import ATRankConfig, ModelOutput, UnknownModelError, build_model, list_models
+from journey_model.models.registry import supported_tasks
+from journey_model.tasks import (
+    Task,
+    UnsupportedTaskError,
+    compute_losses,
+    forecast_loss,
+    next_event_loss,
+    next_item_loss,
+    outcome_loss,
+)
+
+torch.set_num_threads(1)
+
+# ---------------------------------------------------------------------------------------------- fixtures
+
+PAYMENT, TRANSFER, LOGIN, LOGOUT, VIEW, COMPLAINT = range(4, 10)
+SPEC = FeatureSpec(
+    event_type_vocab_size=10,  # <pad> <oov> <bos> <eos> + six types
+    categorical_vocab_sizes={"item": 12, "channel": 5},
+    numeric_fields=["amount"],
+    num_time_buckets=14,
+    behaviour_groups=[
+        BehaviourGroup("money", [PAYMENT, TRANSFER], ["item", "channel"], ["amount"]),
+        BehaviourGroup("session", [LOGIN, LOGOUT], ["channel"], []),
+        BehaviourGroup("view+complaint", [VIEW, COMPLAINT], ["item"], []),
+    ],
+    outcome_names=["churn", "default"],
+    item_field="item",
+    forecast_steps=3,
+)
+CATEGORICAL = ["item", "channel"]
+NUMERIC = ["amount"]
+OUTCOMES = ["churn", "default"]
+
+TINY_SEQUENCE = dict(field_dim=8, hidden_size=16, num_heads=2, dropout=0.0)
+TINY: dict[str, dict[str, object]] = {name: dict(TINY_SEQUENCE) for name in list_models()}
+TINY["bag"] = {}
+TINY["markov"] = {}
+TINY["most-frequent"] = {}
+
+COUNT_MODELS = ["markov", "most-frequent"]
+TRAINABLE = [name for name in list_models() if name not in COUNT_MODELS]
+FORECASTERS = [name for name in list_models() if Task.FORECAST in supported_tasks(name)]
+WITH_ATTENTION = ["atrank", "transformer", "gru-bahdanau", "lstm-bahdanau", "gru-luong", "lstm-luong", "gru-attn", "gru"]
+
+
+def make_example(rng: random.Random, length: int, customer: str = "c") -> dict[str, object]:
+    """One encoded (customer, cut-off) with random events and every target."""
+    types = [rng.choice([1, *range(4, 10)]) for _ in range(length)]
+    return {
+        "customer_id": customer,
+        "event_type": types,
+        "time_bucket": sorted((rng.randint(1, 13) for _ in range(length)), reverse=True),
+        "cat_item": [rng.randint(1, 11) if t in (1, PAYMENT, TRANSFER, VIEW, COMPLAINT) else 0 for t in types],
+        "cat_channel": [rng.randint(1, 4) if t in (1, PAYMENT, TRANSFER, LOGIN, LOGOUT) else 0 for t in types],
+        "num_amount": [rng.gauss(0, 1) if t in (1, PAYMENT, TRANSFER) else float("nan") for t in types],
+        "y_churn": rng.choice([0.0, 1.0, None]),
+        "y_default": rng.choice([0.0, 1.0]),
+        "next_event_type": rng.randint(4, 9),
+        "next_item": rng.randint(1, 11),
+        "forecast_event_type": [rng.randint(4, 9) for _ in range(rng.randint(0, 3))] + [EOS_ID],
+    }
+
+
+def collate(examples: list[dict[str, object]]) -> SequenceBatch:
+    return collate_examples(examples, CATEGORICAL, NUMERIC, OUTCOMES)
+
+
+def random_batch(seed: int = 0, lengths: tuple[int, ...] = (0, 3, 5, 8, 1, 6)) -> SequenceBatch:
+    rng = random.Random(seed)
+    return collate([make_example(rng, n, f"c{i}") for i, n in enumerate(lengths)])
+
+
+def build(name: str, seed: int = 0, tasks=None, **overrides) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = build_model(name, SPEC, tasks=tasks, **{**TINY[name], **overrides})
+    if not model.trainable:
+        model.fit([random_batch(seed=s) for s in range(3)])
+    return model.eval()
+
+
+def widen(batch: SequenceBatch, extra: int) -> SequenceBatch:
+    """The same batch with ``extra`` more padding columns on the right of every (B, T, …) tensor."""
+
+    def pad(x: torch.Tensor) -> torch.Tensor:
+        shape = (x.shape[0], extra, *x.shape[2:])
+        return torch.cat([x, torch.zeros(shape, dtype=x.dtype)], dim=1)
+
+    return dataclasses.replace(
+        batch,
+        event_type=pad(batch.event_type),
+        time_bucket=pad(batch.time_bucket),
+        categorical={k: pad(v) for k, v in batch.categorical.items()},
+        numeric=pad(batch.numeric),
+        numeric_mask=pad(batch.numeric_mask),
+        mask=pad(batch.mask),
+    )
+
+
+def customer_outputs(output: ModelOutput, row: int, forecast_len: int) -> dict[str, torch.Tensor]:
+    """Every prediction of one customer, for comparing the same customer across batches."""
+    found = {}
+    for name in ("outcome_logits", "next_event_logits", "next_item_logits", "representation"):
+        value = getattr(output, name)
+        if value is not None:
+            found[name] = value[row]
+    if output.forecast_logits is not None:
+        found["forecast_logits"] = output.forecast_logits[row, :forecast_len]
+    for name, value in output.task_representations.items():
+        found[f"task/{name}"] = value[row]
+    return found
+
+
+def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: float = 1e-5) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=atol, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
+
+
+# ---------------------------------------------------------------------------------------------- shapes
+
+
+MODEL_TASKS = [(name, task) for name in list_models() for task in Task if task in supported_tasks(name)]
+
+
+@pytest.mark.parametrize(("name", "task"), MODEL_TASKS, ids=[f"{n}-{t.value}" for n, t in MODEL_TASKS])
+def test_output_shapes_for_every_model_and_task(name: str, task: Task) -> None:
+    batch = random_batch()
+    B, T = batch.event_type.shape
+    K = batch.forecast.shape[1]
+    model = build(name, tasks=[task])
+    assert model.tasks == (task,)
+    output = model(batch)
+    expected = {
+        Task.OUTCOME: ("outcome_logits", (B, len(OUTCOMES))),
+        Task.NEXT_EVENT: ("next_event_logits", (B, SPEC.event_type_vocab_size)),
+        Task.NEXT_ITEM: ("next_item_logits", (B, SPEC.categorical_vocab_sizes["item"])),
+        Task.FORECAST: ("forecast_logits", (B, K, SPEC.event_type_vocab_size)),
+    }
+    for other, (field, shape) in expected.items():
+        value = getattr(output, field)
+        if other is task:
+            assert value is not None and value.shape == shape, f"{name}: {field}"
+            assert torch.isfinite(value).all()
+        else:
+            assert value is None, f"{name} built for {task} also produced {field}"
+    if output.representation is not None:
+        assert output.representation.shape == (B, TINY_SEQUENCE["hidden_size"])
+    loss = compute_losses(output, batch)["loss"]
+    assert torch.isfinite(loss)
+
+
+def test_every_model_answers_every_task_it_supports_at_once() -> None:
+    batch = random_batch()
+    for name in list_models():
+        model = build(name)
+        assert set(model.tasks) == set(supported_tasks(name)), name
+        losses = compute_losses(model(batch), batch)
+        assert set(losses) == {t.value for t in model.tasks} | {"loss"}, name
+
+
+def test_next_item_sampled_negatives_in_training_full_scores_in_eval() -> None:
+    batch = random_batch()
+    model = build("atrank", tasks=["next_item"], next_item_scoring="sampled", num_sampled_negatives=5)
+    model.train()
+    output = model(batch)
+    assert output.next_item_logits is None and output.next_item_sampled_logits.shape == (batch.batch_size, 6)
+    compute_losses(output, batch)["loss"].backward()
+    model.eval()
+    output = model(batch)
+    assert output.next_item_sampled_logits is None and output.next_item_logits.shape == (batch.batch_size, 12)
+
+
+# ---------------------------------------------------------------------------------------------- attention
+
+
+def _check_rows(weights: torch.Tensor, key_mask: torch.Tensor, live_rows: torch.Tensor, label: str) -> None:
+    """weights (B, [heads,] Q, Tk): zero on padded keys; rows sum to 1 where live, to 0 elsewhere."""
+    shape = (key_mask.shape[0],) + (1,) * (weights.dim() - 2) + (key_mask.shape[1],)
+    assert (weights * ~key_mask.view(shape)).abs().max() == 0, f"{label}: weight on a padded key"
+    sums = weights.sum(-1)
+    expected = live_rows.to(sums.dtype).expand_as(sums)
+    torch.testing.assert_close(sums, expected, atol=1e-5, rtol=0, msg=lambda m: f"{label}: {m}")
+
+
+@pytest.mark.parametrize("name", WITH_ATTENTION)
+def test_attention_rows_sum_to_one_over_real_keys(name: str) -> None:
+    batch = random_batch()
+    mask = batch.mask
+    has_events = batch.lengths > 0
+    output = build(name)(batch, output_attentions=True)
+    if name == "gru":
+        assert set(output.attentions) == {f"task/{q}" for q in ["churn", "default", "next_event", "next_item"]}
+    assert output.attentions, name
+    decoder_inputs = torch.cat([torch.full_like(batch.forecast[:, :1], BOS_ID), batch.forecast[:, :-1]], 1)
+    for label, w in output.attentions.items():
+        if label.startswith("self/"):  # (B, heads, T, T)
+            _check_rows(w, mask, (mask & has_events[:, None])[:, None, :], label)
+        elif label.startswith("task/"):  # (B, heads, T)
+            _check_rows(w, mask, has_events[:, None], label)
+        elif label == "pool":  # (B, T)
+            _check_rows(w[:, None], mask, has_events[:, None], label)
+        elif label == "forecast/attention":  # (B, K, T)
+            _check_rows(w, mask, has_events[:, None], label)
+        elif label.startswith("forecast/self/"):  # (B, heads, K, K)
+            real = decoder_inputs != PAD_ID
+            _check_rows(w, real, real[:, None, :], label)
+            assert torch.triu(w, diagonal=1).abs().max() == 0, f"{label} sees later steps"
+        elif label.startswith("forecast/cross/"):  # (B, heads, K, T)
+            live = (decoder_inputs != PAD_ID) & has_events[:, None]
+            _check_rows(w, mask, live[:, None, :], label)
+        else:
+            raise AssertionError(f"unexpected attention name {label}")
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"positional_encoding": "sinusoidal", "num_blocks": 2},
+        {"positional_encoding": "learned", "causal": True, "relu_projections": False},
+    ],
+    ids=["reference", "sinusoidal-2blocks", "learned-causal"],
+)
+@pytest.mark.parametrize("name", ["atrank", "transformer"])
+def test_fused_and_explicit_attention_paths_agree(name: str, overrides: dict) -> None:
+    batch = random_batch()
+    model = build(name, **overrides)
+    fused = model(batch, output_attentions=False)
+    explicit = model(batch, output_attentions=True)
+    assert not fused.attentions and explicit.attentions
+    for row in range(batch.batch_size):
+        assert_same(customer_outputs(fused, row, 99), customer_outputs(explicit, row, 99), atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------- invariances
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_padding_changes_nothing(name: str) -> None:
+    rng = random.Random(7)
+    short, empty, long = make_example(rng, 3, "short"), make_example(rng, 0, "empty"), make_example(rng, 9, "long")
+    long["forecast_event_type"] = [4, 5, 6, EOS_ID]
+    model = build(name)
+    for customer in (short, empty):
+        alone = collate([customer])
+        K = alone.forecast.shape[1]
+        expected = customer_outputs(model(alone), 0, K)
+        together = model(collate([long, customer]))
+        assert_same(expected, customer_outputs(together, 1, K))
+        wider = model(widen(alone, 4))
+        assert_same(expected, customer_outputs(wider, 0, K))
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_batch_composition_changes_nothing(name: str) -> None:
+    rng = random.Random(3)
+    examples = [make_example(rng, n, f"c{i}") for i, n in enumerate([4, 0, 7, 2, 5])]
+    model = build(name)
+    full = model(collate(examples))
+    order = [3, 0, 4, 1]
+    part = model(collate([examples[i] for i in order]))
+    for new_row, old_row in enumerate(order):
+        K = int(collate([examples[old_row]]).forecast.shape[1])
+        assert_same(customer_outputs(full, old_row, K), customer_outputs(part, new_row, K))
+
+
+def test_causal_mask_hides_the_future() -> None:
+    rng = random.Random(5)
+    example = make_example(rng, 6)
+    changed = dict(example, event_type=list(example["event_type"]))
+    changed["event_type"][4] = COMPLAINT if example["event_type"][4] != COMPLAINT else LOGIN
+    for causal in (True, False):
+        model = build("atrank", causal=causal, positional_encoding="learned", num_blocks=2)
+        before = model.encode(collate([example])).states
+        after = model.encode(collate([changed])).states
+        earlier_same = torch.allclose(before[:, :4], after[:, :4], atol=1e-6)
+        assert earlier_same == causal, f"causal={causal}"
+        assert not torch.allclose(before[:, 4:], after[:, 4:], atol=1e-6)
+
+
+def test_without_positional_encoding_atrank_sees_order_only_through_time_buckets() -> None:
+    """The reference has no positional encoding: shuffling behaviours (with their time buckets) changes nothing."""
+    rng = random.Random(9)
+    example = make_example(rng, 6)
+    order = [3, 0, 5, 1, 4, 2]
+    shuffled = {
+        key: [value[i] for i in order] if key in ("event_type", "time_bucket") or key[:4] in ("cat_", "num_") else value
+        for key, value in example.items()
+    }
+    for encoding, unchanged in (("none", True), ("sinusoidal", False)):
+        model = build("atrank", positional_encoding=encoding)
+        a = model(collate([example])).outcome_logits
+        b = model(collate([shuffled])).outcome_logits
+        assert torch.allclose(a, b, atol=1e-5) == unchanged, encoding
+
+
+def test_stacked_and_bidirectional_rnn_variants_decode() -> None:
+    batch = random_batch()
+    for name, overrides in (("lstm", {"num_layers": 2}), ("gru-bahdanau", {"num_layers": 2}), ("gru", {"bidirectional": True})):
+        model = build(name, **overrides)
+        assert model(batch).forecast_logits.shape == (batch.batch_size, batch.forecast.shape[1], 10)
+        assert model.forecast(batch, beam_size=2).tokens.shape == (batch.batch_size, SPEC.forecast_steps + 1)
+
+
+def test_heterogeneous_groups_read_only_their_own_fields() -> None:
+    """A login carries no item: its item id changes nothing. A payment's does. <oov> carries every field."""
+    model = build("atrank")
+    embedding = model.encoder.embedding
+    base = {
+        "event_type": [LOGIN, PAYMENT, 1],
+        "time_bucket": [3, 2, 1],
+        "cat_item": [0, 5, 5],
+        "cat_channel": [1, 1, 1],
+        "num_amount": [float("nan"), 1.0, 1.0],
+    }
+    reference = embedding(collate([base]))
+    for position, should_change in ((0, False), (1, True), (2, True)):
+        items = list(base["cat_item"])
+        items[position] = 7
+        out = embedding(collate([dict(base, cat_item=items)]))
+        changed = not torch.allclose(out[0, position], reference[0, position])
+        assert changed == should_change, f"position {position}"
+    padded = embedding(widen(collate([base]), 2))
+    assert padded[0, 3:].abs().max() == 0
+
+
+# ---------------------------------------------------------------------------------------------- learning
+
+
+def _train(model, batch: SequenceBatch, steps: int, lr: float) -> tuple[float, float]:
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    first = last = 0.0
+    for step in range(steps):
+        loss = compute_losses(model(batch), batch)["loss"]
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        first = loss.item() if step == 0 else first
+        last = loss.item()
+    return first, last
+
+
+@pytest.mark.parametrize("name", TRAINABLE)
+def test_every_trainable_model_overfits_a_tiny_batch(name: str) -> None:
+    batch = random_batch(seed=11, lengths=(4, 6, 3, 7, 5, 2, 6, 4))
+    model = build(name)
+    first, last = _train(model, batch, steps=60, lr=3e-2)
+    assert last < 0.1 * first, f"{name}: loss {first:.3f} -> {last:.3f}"
+
+
+def _order_examples(rng: random.Random, n: int) -> list[dict[str, object]]:
+    """label = 1 when a PAYMENT happens before a COMPLAINT; both occur once, among noise events."""
+    examples = []
+    for _ in range(n):
+        length = rng.randint(4, 8)
+        types = [rng.choice([TRANSFER, LOGIN, LOGOUT, VIEW]) for _ in range(length)]
+        first, second = rng.sample(range(length), 2)
+        types[first], types[second] = PAYMENT, COMPLAINT
+        example = make_example(rng, length)
+        example.update(
+            event_type=types,
+            time_bucket=[rng.randint(1, 13) for _ in types],  # recency tells nothing about order here
+            cat_item=[1] * length,
+            cat_channel=[1] * length,
+            num_amount=[0.0] * length,
+            y_churn=float(first < second),
+            y_default=None,
+        )
+        examples.append(example)
+    return examples
+
+
+def test_atrank_learns_a_planted_order_signal() -> None:
+    rng = random.Random(0)
+    train = collate(_order_examples(rng, 512))
+    test = collate(_order_examples(rng, 256))
+    torch.manual_seed(0)
+    model = build_model(
+        "atrank", SPEC, tasks=["outcome"], field_dim=8, hidden_size=32, num_heads=4, positional_encoding="sinusoidal"
+    )
+    optimiser = torch.optim.Adam(model.parameters(), lr=5e-3)
+    for _ in range(150):
+        index = torch.randint(0, train.batch_size, (64,))
+        batch = _take(train, index)
+        loss = compute_losses(model(batch), batch)["loss"]
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    model.eval()
+    with torch.no_grad():
+        predicted = model(test).outcome_logits[:, 0] > 0
+    accuracy = (predicted == (test.outcomes[:, 0] > 0.5)).float().mean().item()
+    assert accuracy > 0.85, f"accuracy {accuracy:.3f} on the ORDER signal (chance 0.5)"
+
+
+def _take(batch: SequenceBatch, index: torch.Tensor) -> SequenceBatch:
+    return dataclasses.replace(
+        batch,
+        event_type=batch.event_type[index],
+        time_bucket=batch.time_bucket[index],
+        categorical={k: v[index] for k, v in batch.categorical.items()},
+        numeric=batch.numeric[index],
+        numeric_mask=batch.numeric_mask[index],
+        mask=batch.mask[index],
+        lengths=batch.lengths[index],
+        outcomes=batch.outcomes[index],
+        next_event_type=batch.next_event_type[index],
+        next_item=batch.next_item[index],
+        forecast=batch.forecast[index],
+        customer_id=[batch.customer_id[i] for i in index.tolist()],
+    )
+
+
+# ---------------------------------------------------------------------------------------------- count models
+
+
+def test_markov_and_most_frequent_fit_by_counting() -> None:
+    # a deterministic cycle PAYMENT -> LOGIN -> VIEW -> PAYMENT; after it, the journey ends
+    cycle = [PAYMENT, LOGIN, VIEW]
+    examples = []
+    for start in range(3):
+        types = [cycle[(start + i) % 3] for i in range(5)]
+        example = make_example(random.Random(start), 5)
+        example.update(
+            event_type=types,
+            next_event_type=cycle[(start + 5) % 3],
+            forecast_event_type=[cycle[(start + 5 + i) % 3] for i in range(2)] + [EOS_ID],
+        )
+        examples.append(example)
+    batch = collate(examples)
+    markov = build_model("markov", SPEC)
+    assert not markov.trainable and not list(markov.parameters())
+    markov.update_counts(batch)
+    assert int(markov.transitions[PAYMENT, LOGIN]) > 0 and int(markov.transitions[PAYMENT, VIEW]) == 0
+    predicted = markov(batch).next_event_logits.argmax(-1)
+    torch.testing.assert_close(predicted, batch.next_event_type)
+    forecast = markov.forecast(batch, steps=4)
+    expected_first = torch.tensor([cycle[(s + 5) % 3] for s in range(3)])
+    torch.testing.assert_close(forecast.tokens[:, 0], expected_first)
+    assert set(markov.state_dict()) == {"transitions", "destinations"}
+
+    most = build_model("most-frequent", SPEC, count_history=False)
+    most.fit([batch])
+    counts = torch.bincount(batch.next_event_type, minlength=10)
+    assert (most(batch).next_event_logits.argmax(-1) == counts.argmax()).all()
+    assert most(batch).next_item_logits.shape == (3, 12)
+
+
+# ---------------------------------------------------------------------------------------------- decoding
+
+
+@pytest.mark.parametrize("name", FORECASTERS)
+def test_greedy_equals_beam_of_one_and_beam_scores_are_model_scores(name: str) -> None:
+    batch = random_batch(seed=2)
+    model = build(name)
+    steps = SPEC.forecast_steps + 1
+    greedy = model.forecast(batch)
+    beam1 = model.forecast(batch, beam_size=1)
+    torch.testing.assert_close(greedy.tokens, beam1.tokens)
+    torch.testing.assert_close(greedy.scores, beam1.scores, atol=1e-5, rtol=0)
+
+    beam = model.forecast(batch, beam_size=3, output_attentions=True)
+    B = batch.batch_size
+    assert beam.tokens.shape == (B, steps) and beam.beams.shape == (B, 3, steps)
+    assert (beam.beam_scores[:, :-1] >= beam.beam_scores[:, 1:]).all(), "beams are best first"
+    for tokens in (beam.tokens, greedy.tokens):
+        assert not torch.isin(tokens, torch.tensor([BOS_ID, 1])).any()
+        eos_so_far = (tokens == EOS_ID).long().cumsum(1)
+        after_eos = torch.cat([torch.zeros(B, 1, dtype=torch.long), eos_so_far[:, :-1]], dim=1) > 0
+        assert (tokens[after_eos] == PAD_ID).all(), "padding after <eos>"
+        assert (tokens[~after_eos] != PAD_ID).all(), "no padding up to <eos>"
+    # re-score the best beam with teacher forcing: the same total log-probability
+    rescored = model(dataclasses.replace(batch, forecast=beam.tokens)).forecast_logits.log_softmax(-1)
+    token_scores = rescored.gather(-1, beam.tokens[..., None]).squeeze(-1)
+    total = token_scores.masked_fill(beam.tokens == PAD_ID, 0.0).sum(1)
+    torch.testing.assert_close(total, beam.scores, atol=1e-4, rtol=0)
+    assert ((beam.tokens == EOS_ID).any(1) == beam.finished).all()
+    if name in ("gru-bahdanau", "gru-luong", "lstm-luong", "lstm-bahdanau"):
+        assert beam.attentions["forecast/attention"].shape == (B, steps, batch.event_type.shape[1])
+
+
+# ---------------------------------------------------------------------------------------------- losses
+
+
+def test_losses_ignore_unknown_targets() -> None:
+    logits = torch.tensor([[2.0, -1.0], [0.5, 3.0]], requires_grad=True)
+    targets = torch.tensor([[1.0, float("nan")], [float("nan"), 0.0]])
+    expected = (math.log1p(math.exp(-2.0)) + math.log1p(math.exp(3.0))) / 2
+    assert outcome_loss(logits, targets).item() == pytest.approx(expected, rel=1e-5)
+    nothing_known = outcome_loss(logits, torch.full((2, 2), float("nan")))
+    nothing_known.backward()
+    assert nothing_known.item() == 0.0 and logits.grad is not None
+
+    scores = torch.randn(3, 6)
+    known_only = next_event_loss(scores[:2], torch.tensor([4, 5]))
+    assert next_event_loss(scores, torch.tensor([4, 5, 0])).item() == pytest.approx(known_only.item(), rel=1e-6)
+    assert next_item_loss(None, torch.randn(3, 4), torch.zeros(3, dtype=torch.long)).item() == 0.0
+
+    steps = torch.randn(2, 3, 8)
+    targets = torch.tensor([[4, EOS_ID, 0], [5, 6, EOS_ID]])
+    flat = next_event_loss(steps.reshape(6, 8)[[0, 1, 3, 4, 5]], targets.reshape(6)[[0, 1, 3, 4, 5]])
+    assert forecast_loss(steps, targets).item() == pytest.approx(flat.item(), rel=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------- configs and errors
+
+
+def test_reference_config_reproduces_the_reference_code() -> None:
+    one = ATRankConfig.reference()
+    multi = ATRankConfig.reference(multi_behaviour=True)
+    assert (one.field_dim, one.hidden_size, one.num_heads, one.num_blocks) == (64, 128, 8, 1)
+    assert multi.hidden_size == 256 and multi.dropout == 0.1 and one.dropout == 0.0
+    assert one.layer_norm_eps == 1e-8 and one.embedding_init == "glorot" and one.positional_encoding == "none"
+    assert (one.optimizer, one.learning_rate, one.grad_clip_norm, one.batch_size) == ("sgd", 1.0, 5.0, 32)
+    model = build_model("atrank", SPEC, config=ATRankConfig.reference())
+    assert model.encoder.blocks[0].feed_forward.inner.out_features == 32  # H -> H/4 -> H
+    assert model.encoder.blocks[0].attention_norm.eps == 1e-8
+
+
+def test_luong_score_is_chosen_by_override() -> None:
+    batch = random_batch()
+    for score in ("dot", "general", "concat"):
+        model = build("lstm-luong", luong_score=score)
+        assert model.decoder.attention.score_kind == score
+        assert model(batch).forecast_logits.shape[0] == batch.batch_size
+
+
+def test_clear_errors() -> None:
+    with pytest.raises(UnknownModelError, match="valid models: atrank, gru"):
+        build_model("atrnak", SPEC)
+    with pytest.raises(UnsupportedTaskError, match=r"'markov' cannot answer task 'outcome'"):
+        build_model("markov", SPEC, tasks=["outcome"])
+    with pytest.raises(UnsupportedTaskError, match=r"'bag' cannot answer task 'forecast'"):
+        build_model("bag", SPEC, tasks=["forecast"])
+    with pytest.raises(UnsupportedTaskError, match=r"'bag' cannot answer task 'forecast'"):
+        build_model("bag", SPEC).forecast(random_batch())
+    with pytest.raises(UnsupportedTaskError, match="'atrank' cannot answer task 'forecast'.*'transformer'"):
+        build_model("atrank", SPEC, **TINY_SEQUENCE).forecast(random_batch())
+    with pytest.raises(UnsupportedTaskError, match="unknown task 'churn'"):
+        build_model("gru", SPEC, tasks=["churn"])
+    no_outcomes = dataclasses.replace(SPEC, outcome_names=[])
+    with pytest.raises(UnsupportedTaskError, match="outcome_names"):
+        build_model("atrank", no_outcomes, tasks=["outcome"])
+    with pytest.raises(ValueError, match=r"unknown config fields \['hiden_size'\]"):
+        build_model("atrank", SPEC, hiden_size=8)
+    with pytest.raises(ValueError, match="cell is fixed to 'lstm'"):
+        build_model("lstm-luong", SPEC, cell="gru")
+    with pytest.raises(ValueError, match="luong_score = 'cosine'"):
+        build_model("gru-luong", SPEC, luong_score="cosine")
+    bad = random_batch()
+    bad.categorical["item"][2, 1] = 40
+    with pytest.raises(ValueError, match=r"categorical\['item'\]: id 40 at row 2 \(customer 'c2'\), position 1"):
+        build("atrank")(bad)
