@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from test_realdata_ingest import BERKA_LOANS, BERKA_TRANSACTIONS, TAOBAO, need
 
 from journey_model.datamodule import JourneyDataModule
 from journey_model.ingest import ingest
 from journey_model.prepare import PrepareConfig, prepare, read_split
 from journey_model.preprocessing import PreprocessingConfig, Preprocessor
-from test_realdata_ingest import BERKA_LOANS, BERKA_TRANSACTIONS, TAOBAO, need
 
 pytestmark = pytest.mark.realdata
 CONFIGS = Path(__file__).resolve().parents[1] / "journey_model" / "configs"
