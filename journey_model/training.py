@@ -191,6 +191,7 @@ class TrainResult:
     seconds: float
     parameters: int
     epochs: int
+    events_per_second: float | None = None  # training throughput at the end of training
     module: JourneyModule | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
@@ -234,18 +235,20 @@ def train(config: TrainConfig, metrics_out: str | Path | None = None) -> TrainRe
         trainer.fit(module, datamodule=data)
         epochs = trainer.current_epoch
         val_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        throughput = trainer.callback_metrics.get("train/events_per_s")
         best = checkpoint.best_model_path or None
         if best:
             module.load_state_dict(torch.load(best, map_location="cpu", weights_only=False)["state_dict"])
     else:
         model.fit(data.train_dataloader())  # count-based baselines: one counting pass
-        best = None
+        best, throughput = None, None
     test = trainer.test(module, datamodule=data, verbose=False)
     test_metrics = {k: float(v) for k, v in (test[0] if test else {}).items()}
     result = TrainResult(
         model_name=config.model, tasks=[t.value for t in model.tasks], test_metrics=test_metrics,
         val_metrics=val_metrics, best_checkpoint=best, seconds=time.perf_counter() - started,
-        parameters=sum(p.numel() for p in model.parameters() if p.requires_grad), epochs=epochs, module=module,
+        parameters=sum(p.numel() for p in model.parameters() if p.requires_grad), epochs=epochs,
+        events_per_second=float(throughput) if throughput is not None else None, module=module,
     )
     if metrics_out:
         Path(metrics_out).parent.mkdir(parents=True, exist_ok=True)
