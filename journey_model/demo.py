@@ -18,11 +18,11 @@ from journey_model.preprocessing import PreprocessingConfig
 from journey_model.synth import generate
 from journey_model.training import TrainConfig
 
-DEMO_MODELS = ["atrank", "gru-bahdanau", "gru-attn", "bag"]
+DEMO_MODELS = ["atrank", "gru-bahdanau", "bag"]
 OUTCOME_KEYS = ["auc/churn", "auc/default", "auc/uptake"]
 
 
-def run_demo(workdir: Path, customers: int = 5000, seed: int = 0, max_epochs: int = 6, progress: bool = True) -> Path:
+def run_demo(workdir: Path, customers: int = 5000, seed: int = 0, max_epochs: int = 5, progress: bool = True) -> Path:
     """Run the main job in ``workdir``; returns the path of the comparison JSON."""
     started = time.perf_counter()
     workdir.mkdir(parents=True, exist_ok=True)

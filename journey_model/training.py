@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,12 @@ from journey_model.models.base import JourneyModel
 from journey_model.tasks import Task, compute_losses, parse_task
 
 STAGES = ("train", "val", "test")
+
+# Known, harmless warnings of the pinned Lightning / torch versions; everything else still shows.
+warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+warnings.filterwarnings("ignore", message=".*You have overridden `transfer_batch_to_device`.*")
+warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
+warnings.filterwarnings("ignore", message=".*does not have many workers which may be a bottleneck.*")
 
 
 class JourneyModule(L.LightningModule):
