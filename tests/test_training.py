@@ -42,8 +42,10 @@ def test_cli_trains_a_count_baseline_and_writes_metrics(prepared, tmp_path, caps
                     "--output-dir", str(tmp_path), "--metrics-out", str(out)])
     assert code == 0
     metrics = json.loads(out.read_text())["test_metrics"]
-    # A first-order Markov chain beats picking uniformly among the ~14 real event types by far.
-    assert metrics["test/acc"] > 1 / 14 * 2
+    # A first-order Markov chain ranks the next event far better than a uniform guess over the ~14 real
+    # types (HR@5 = 5/14 = 0.36, MRR = 0.23 for uniform ranking).
+    assert metrics["test/hr_at_5"] > 0.6
+    assert metrics["test/mrr"] > 0.3
     assert "test/mrr" in capsys.readouterr().out
 
 
