@@ -1,0 +1,194 @@
+"""Scoring written once: raw canonical events (+ cut-offs) -> outcome probabilities and top-k next events.
+
+A :class:`Scorer` is a trained model plus the preprocessing artifact it was trained with. It is what the
+MLflow pyfunc model wraps, what batch scoring streams customers through and what the online API calls, so
+every path turns events into ids, buckets and scores with the same code
+(:meth:`journey_model.preprocessing.Preprocessor.encode_examples` and
+:func:`journey_model.batch.collate_examples`).
+
+A saved model bundle is a folder with ``model.pt`` (model name, config, tasks and weights) and
+``preprocessing.json``; :meth:`Scorer.save` writes it, :meth:`Scorer.load` reads it back in a process that
+has nothing else on hand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import torch
+
+from journey_model.batch import EOS_ID, SequenceBatch, collate_examples
+from journey_model.models import build_model
+from journey_model.models.base import JourneyModel
+from journey_model.preprocessing import Preprocessor
+from journey_model.schema import CUSTOMER_ID, EVENT_TYPE, TIMESTAMP, TIMESTAMP_TYPE, conform_table
+from journey_model.sequences import CUTOFF
+from journey_model.tasks import Task
+
+MODEL_FILE = "model.pt"
+BUNDLE_VERSION = 1
+SPECIAL_EVENT_IDS = (0, 1, 2, 3)
+
+
+class ScoringError(ValueError):
+    """Input that cannot be scored; the message names the customer, the row and the field."""
+
+
+class Scorer:
+    """A model and its preprocessing, ready to score raw events."""
+
+    def __init__(self, model: JourneyModel, preprocessor: Preprocessor, top_k: int = 3, batch_size: int = 256):
+        self.model = model.eval()
+        self.preprocessor = preprocessor
+        self.top_k = top_k
+        self.batch_size = batch_size
+        self.event_types = preprocessor.vocabularies[EVENT_TYPE]
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, folder: str | Path) -> Path:
+        """Write the bundle (``model.pt`` + ``preprocessing.json``) into ``folder``, atomically per file."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        config = getattr(self.model, "config", None)
+        payload = {
+            "version": BUNDLE_VERSION,
+            "model_name": self.model.model_name,
+            "config": dataclasses.asdict(config) if dataclasses.is_dataclass(config) else {},
+            "tasks": [t.value for t in self.model.tasks],
+            "state_dict": self.model.state_dict(),
+            "top_k": self.top_k,
+        }
+        tmp = folder / (MODEL_FILE + ".tmp")
+        torch.save(payload, tmp)
+        os.replace(tmp, folder / MODEL_FILE)
+        self.preprocessor.save(folder)
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, batch_size: int = 256) -> Scorer:
+        folder = Path(folder)
+        if not (folder / MODEL_FILE).exists():
+            raise ScoringError(f"{folder}: no {MODEL_FILE}; not a Journey model bundle")
+        payload = torch.load(folder / MODEL_FILE, map_location="cpu", weights_only=False)
+        if payload.get("version") != BUNDLE_VERSION:
+            raise ScoringError(f"{folder / MODEL_FILE}: bundle version {payload.get('version')!r}, expected {BUNDLE_VERSION}")
+        preprocessor = Preprocessor.load(folder)
+        model = build_model(payload["model_name"], preprocessor.feature_spec(), tasks=payload["tasks"],
+                            **payload["config"])
+        model.load_state_dict(payload["state_dict"])
+        return cls(model, preprocessor, top_k=payload.get("top_k", 3), batch_size=batch_size)
+
+    # ------------------------------------------------------------------ metadata
+    @property
+    def output_columns(self) -> list[str]:
+        columns = [CUSTOMER_ID, CUTOFF, "n_events"]
+        if Task.OUTCOME in self.model.tasks:
+            columns += [f"p_{name}" for name in self.preprocessor.outcome_names]
+        if Task.NEXT_EVENT in self.model.tasks:
+            for k in range(1, self.top_k + 1):
+                columns += [f"next_event_{k}", f"p_next_event_{k}"]
+        return columns
+
+    # ------------------------------------------------------------------ scoring
+    def examples_from_events(self, events: pd.DataFrame | pa.Table) -> tuple[pa.Table, pa.Table]:
+        """Canonical events (+ an optional ``cutoff`` column) -> (events table, examples table).
+
+        A customer's cut-off is the value of its ``cutoff`` column (one value per customer), or, where it
+        is missing, one microsecond after the customer's last event (score "now", with every event).
+        """
+        table = events if isinstance(events, pa.Table) else pa.Table.from_pandas(events, preserve_index=False)
+        cutoffs = None
+        if CUTOFF in table.column_names:
+            cutoffs = table.select([CUSTOMER_ID, CUTOFF])
+            table = table.drop_columns([CUTOFF])
+        table = conform_table(table, self.preprocessor.dataset, source="events")
+        for name in (CUSTOMER_ID, TIMESTAMP, EVENT_TYPE):
+            nulls = table.column(name).null_count
+            if nulls:
+                row = int(np.flatnonzero(table.column(name).is_null().to_numpy(zero_copy_only=False))[0])
+                raise ScoringError(f"events: field {name!r} is null in {nulls} rows (first at row {row})")
+        frame = table.select([CUSTOMER_ID, TIMESTAMP]).to_pandas()
+        last = frame.groupby(CUSTOMER_ID, sort=False)[TIMESTAMP].max() + pd.Timedelta(microseconds=1)
+        examples = pd.DataFrame({CUSTOMER_ID: last.index.astype(str), CUTOFF: last.to_numpy()})
+        if cutoffs is not None:
+            given = cutoffs.to_pandas()
+            given[CUTOFF] = pd.to_datetime(given[CUTOFF], utc=True)
+            per_customer = given.dropna().groupby(CUSTOMER_ID, sort=False)[CUTOFF].agg(["min", "max"])
+            conflicting = per_customer[per_customer["min"] != per_customer["max"]]
+            if len(conflicting):
+                raise ScoringError(
+                    f"events: customer {conflicting.index[0]!r} has more than one cutoff "
+                    f"({conflicting['min'].iloc[0]} and {conflicting['max'].iloc[0]}); give one per customer"
+                )
+            chosen = examples[CUSTOMER_ID].map(per_customer["min"])
+            examples[CUTOFF] = chosen.where(chosen.notna(), examples[CUTOFF])
+        examples_table = pa.table({
+            CUSTOMER_ID: pa.array(examples[CUSTOMER_ID], pa.string()),
+            CUTOFF: pa.array(pd.to_datetime(examples[CUTOFF], utc=True)).cast(TIMESTAMP_TYPE),
+        })
+        return table, examples_table
+
+    def score_events(self, events: pd.DataFrame | pa.Table) -> pd.DataFrame:
+        """Score every customer in ``events`` (canonical columns, optional ``cutoff``); one row per customer."""
+        table, examples = self.examples_from_events(events)
+        rows = self.preprocessor.encode_examples(table, examples)
+        return self.score_rows(rows)
+
+    def score_rows(self, rows: pa.Table) -> pd.DataFrame:
+        """Score already-encoded example rows (from `journey prepare` or :meth:`Preprocessor.encode_examples`)."""
+        pieces = []
+        for start in range(0, rows.num_rows, self.batch_size):
+            chunk = rows.slice(start, self.batch_size).to_pylist()
+            pieces.append(self._score_batch(chunk))
+        if not pieces:
+            return pd.DataFrame(columns=self.output_columns)
+        return pd.concat(pieces, ignore_index=True)
+
+    def collate(self, examples: list[dict[str, Any]]) -> SequenceBatch:
+        dataset = self.preprocessor.dataset
+        return collate_examples(examples, dataset.categorical_fields, dataset.numeric_fields,
+                                max_len=self.preprocessor.config.max_len)
+
+    @torch.no_grad()
+    def _score_batch(self, examples: list[dict[str, Any]]) -> pd.DataFrame:
+        batch = self.collate(examples)
+        output = self.model(batch)
+        frame = pd.DataFrame({
+            CUSTOMER_ID: [ex[CUSTOMER_ID] for ex in examples],
+            CUTOFF: [ex[CUTOFF] for ex in examples],
+            "n_events": batch.lengths.numpy(),
+        })
+        if output.outcome_logits is not None:
+            probabilities = torch.sigmoid(output.outcome_logits.float()).numpy()
+            for j, name in enumerate(self.preprocessor.outcome_names):
+                frame[f"p_{name}"] = probabilities[:, j]
+        if output.next_event_logits is not None:
+            logits = output.next_event_logits.float().clone()
+            logits[:, list(SPECIAL_EVENT_IDS)] = float("-inf")
+            probabilities = torch.softmax(logits, dim=-1)
+            top = probabilities.topk(min(self.top_k, probabilities.shape[1] - len(SPECIAL_EVENT_IDS)), dim=-1)
+            for k in range(top.indices.shape[1]):
+                frame[f"next_event_{k + 1}"] = self.event_types.decode(top.indices[:, k].tolist())
+                frame[f"p_next_event_{k + 1}"] = top.values[:, k].numpy()
+        return frame
+
+    def describe(self) -> dict[str, Any]:
+        """Model and data facts for metadata endpoints and MLflow tags."""
+        return {
+            "model_name": self.model.model_name,
+            "tasks": [t.value for t in self.model.tasks],
+            "outcomes": list(self.preprocessor.outcome_names),
+            "input_hash": self.preprocessor.input_hash,
+            "artifact_hash": self.preprocessor.artifact_hash,
+            "vocabulary_sizes": {name: len(v) for name, v in self.preprocessor.vocabularies.items()},
+            "max_len": self.preprocessor.config.max_len,
+            "eos_id": EOS_ID,
+        }
+
+
