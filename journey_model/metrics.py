@@ -592,6 +592,7 @@ class NextEventMetrics(Metric):
             "ndcg_sum", default=torch.zeros(len(self.ks), dtype=torch.float64), dist_reduce_fx="sum"
         )
         self.add_state("n_sampled", default=zero.clone(), dist_reduce_fx="sum")
+        self.add_state("n_unrankable", default=zero.clone(), dist_reduce_fx="sum")
         self.add_state("sampled_wins", default=zero.clone(), dist_reduce_fx="sum")
 
     def update(
@@ -600,7 +601,14 @@ class NextEventMetrics(Metric):
         logits = logits.detach()
         _check_ranking_inputs(logits, targets, "NextEventMetrics")
         ranked = exclude_special_ids(logits, self.excluded_ids)
-        known = targets != PAD_ID
+        # A target that is itself an excluded id (<oov> above all) cannot be ranked and would make the
+        # sampled AUC compare the model's <oov> score with a real item: such targets are counted apart
+        # (``n_unrankable``) and left out of every metric.
+        unrankable = (targets != PAD_ID) & torch.isin(
+            targets, torch.tensor(self.excluded_ids, dtype=targets.dtype, device=targets.device)
+        )
+        self.n_unrankable += unrankable.sum()
+        known = (targets != PAD_ID) & ~unrankable
         ranks = target_ranks(ranked, targets)[known].to(torch.float64)
         self.n += known.sum()
         self.correct += (ranked[known].argmax(dim=1) == targets[known]).sum()
@@ -628,6 +636,8 @@ class NextEventMetrics(Metric):
             values[f"ndcg_at_{k}{self.suffix}"] = float(self.ndcg_sum[i]) / n if n else math.nan
         values[f"mrr{self.suffix}"] = float(self.reciprocal_rank_sum) / n if n else math.nan
         values[f"n_ranked{self.suffix}"] = n
+        unrankable = float(self.n_unrankable)
+        values[f"unrankable_share{self.suffix}"] = unrankable / (n + unrankable) if n + unrankable else math.nan
         n_sampled = float(self.n_sampled)
         if n_sampled:
             values[f"sampled_auc{self.suffix}"] = float(self.sampled_wins) / n_sampled

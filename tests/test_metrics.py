@@ -273,6 +273,7 @@ def test_next_event_accumulator_over_batches_equals_one_shot():
         "ndcg_at_5/next_event": ndcg_at_k(masked, targets, 5),
         "mrr/next_event": mean_reciprocal_rank(masked, targets),
         "n_ranked/next_event": float(known.sum()),
+        "unrankable_share/next_event": 0.0,  # targets are real ids or unknown (0), never a special id
         "sampled_auc/next_event": per_customer_sampled_auc(
             logits.gather(1, targets[:, None])[known, 0], logits.gather(1, negatives[:, None])[known, 0]
         ),
@@ -452,3 +453,15 @@ def test_prefixed_keys_are_valid_mlflow_metric_names():
     assert all(mlflow_rule.match(key) for key in prefixed)
     with pytest.raises(ValueError, match="non-empty stage name"):
         prefix_metric_keys(keys, "/")
+
+
+def test_oov_targets_are_left_out_of_ranking_and_sampled_auc():
+    """An <oov> target would otherwise 'win' every sampled comparison through the model's <oov> logit."""
+    metric = NextEventMetrics(excluded_ids=(0, 1), target_name="item")
+    logits = torch.zeros(3, 50)
+    logits[:, 1] = 5.0  # the model bets on <oov>
+    logits[2, 7] = 1.0  # and ranks item 7 first among real items for the last customer
+    metric.update(logits, torch.tensor([1, 1, 7]), negative_ids=torch.tensor([9, 8, 8]))
+    values = metric.compute()
+    assert values["n_ranked/item"] == 1.0 and values["unrankable_share/item"] == pytest.approx(2 / 3)
+    assert values["sampled_auc/item"] == 1.0 and values["hr_at_1/item"] == 1.0
