@@ -17,7 +17,6 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import pyarrow as pa
-import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from journey_model.batch import FeatureSpec, SequenceBatch, collate_examples
@@ -64,11 +63,11 @@ class PreparedSequences(Dataset):
 
 
 class LengthBucketBatchSampler(Sampler[list[int]]):
-    """Batches of similar-length examples; shuffled each epoch; sharded by rank for DDP.
+    """Global batches of similar-length examples, reshuffled each epoch (``set_epoch``).
 
     Indices are shuffled, cut into windows of ``batch_size * bucket_window``, sorted by length within each
-    window and cut into batches; the batches are shuffled again. Every replica gets the same number of
-    batches (the last ones wrap around), as DDP needs.
+    window and cut into batches; the batches are shuffled again. ``bucket_window=0`` turns bucketing off.
+    Under DDP, :class:`RankSliceBatchSampler` gives each process its share of every global batch.
     """
 
     def __init__(
@@ -78,8 +77,6 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         shuffle: bool = True,
         bucket_window: int = 50,
         seed: int = 0,
-        num_replicas: int = 1,
-        rank: int = 0,
         drop_last: bool = False,
     ) -> None:
         self.lengths = np.asarray(lengths)
@@ -87,8 +84,6 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         self.shuffle = shuffle
         self.bucket_window = bucket_window
         self.seed = seed
-        self.num_replicas = num_replicas
-        self.rank = rank
         self.drop_last = drop_last
         self.epoch = 0
 
@@ -113,20 +108,40 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        batches = self._all_batches()
-        per_replica = math.ceil(len(batches) / self.num_replicas) if batches else 0
-        padded = batches + batches[: per_replica * self.num_replicas - len(batches)]
-        for batch in padded[self.rank :: self.num_replicas]:
+        for batch in self._all_batches():
             yield batch.tolist()
 
     def __len__(self) -> int:
         n = len(self.lengths)
         full, rest = divmod(n, self.batch_size)
         n_batches = full if self.drop_last else full + (1 if rest else 0)
-        # Window boundaries can add partial batches; count exactly when it matters.
+        # Window boundaries can add partial batches; count exactly when they can.
         if self.bucket_window and n > self.batch_size * self.bucket_window:
             n_batches = len(self._all_batches())
-        return math.ceil(n_batches / self.num_replicas)
+        return n_batches
+
+
+class RankSliceBatchSampler(Sampler[list[int]]):
+    """This process's share of every global batch: examples ``rank::world_size`` of each.
+
+    All processes draw the same global batches (same seed and epoch), so a step of N processes covers
+    exactly the customers of one process's step and DDP reproduces single-process training. A batch smaller
+    than the number of processes lends its first examples to the processes that would otherwise get none
+    (every process must step). With one process this is ``batches`` unchanged.
+    """
+
+    def __init__(self, batches: LengthBucketBatchSampler, rank: int = 0, world_size: int = 1) -> None:
+        self.sampler = batches  # Lightning calls batch_sampler.sampler.set_epoch(epoch) at every epoch
+        self.rank = rank
+        self.world_size = world_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.sampler:
+            share = batch[self.rank :: self.world_size]
+            yield share if share else [batch[self.rank % len(batch)]]
+
+    def __len__(self) -> int:
+        return len(self.sampler)
 
 
 class JourneyDataModule(L.LightningDataModule):
@@ -172,24 +187,19 @@ class JourneyDataModule(L.LightningDataModule):
             if split not in self.datasets:
                 self.datasets[split] = PreparedSequences(read_split(self.data_dir, split))
 
-    def _loader(self, split: str, train: bool) -> DataLoader:
-        dataset = self.datasets[split]
-        batch_size = self.batch_size if train else self.eval_batch_size
-        trainer = getattr(self, "trainer", None)
-        replicas = trainer.world_size if trainer is not None else 1
-        rank = trainer.global_rank if trainer is not None else 0
-        if self.length_bucketing or replicas > 1:
-            sampler = LengthBucketBatchSampler(
-                dataset.lengths, batch_size, shuffle=train, seed=self.seed,
-                bucket_window=self.bucket_window if self.length_bucketing else 0,
-                num_replicas=replicas, rank=rank,
-            )
-            return DataLoader(dataset, batch_sampler=sampler, collate_fn=self.collate,
-                              num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(dataset, batch_size=batch_size, shuffle=train, collate_fn=self.collate,
-                          num_workers=self.num_workers, generator=generator,
+    def _split_loader(self, split: str, train: bool, world_size: int, rank: int) -> DataLoader:
+        batches = LengthBucketBatchSampler(
+            self.datasets[split].lengths, self.batch_size if train else self.eval_batch_size, shuffle=train,
+            seed=self.seed, bucket_window=self.bucket_window if self.length_bucketing else 0,
+        )
+        return DataLoader(self.datasets[split], batch_sampler=RankSliceBatchSampler(batches, rank, world_size),
+                          collate_fn=self.collate, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        trainer = getattr(self, "trainer", None)
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        return self._split_loader(split, train, world, rank)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)
@@ -199,3 +209,7 @@ class JourneyDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", train=False)
+
+    def full_train_dataloader(self) -> DataLoader:
+        """Every training example on this process (count-based baselines count the whole data everywhere)."""
+        return self._split_loader("train", False, 1, 0)

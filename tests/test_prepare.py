@@ -14,7 +14,7 @@ import torch
 
 from journey_model.batch import OOV_ID, PAD_ID
 from journey_model.cli import main as journey
-from journey_model.datamodule import JourneyDataModule, LengthBucketBatchSampler
+from journey_model.datamodule import JourneyDataModule, LengthBucketBatchSampler, RankSliceBatchSampler
 from journey_model.prepare import PrepareConfig, PrepareError, _Job, prepare, read_split
 from journey_model.preprocessing import PreprocessingConfig, Preprocessor, Vocabulary
 from journey_model.schema import DatasetConfig, SchemaError, conform_table
@@ -260,9 +260,16 @@ def test_length_bucketing_reduces_padding_and_shards_for_ddp():
 
     assert padding(bucketed) < 0.3 * padding(plain)
     assert sorted(i for b in bucketed for i in b) == list(range(1000))
-    ranks = [list(LengthBucketBatchSampler(lengths, 32, num_replicas=2, rank=r)) for r in (0, 1)]
-    assert len(ranks[0]) == len(ranks[1]) == len(LengthBucketBatchSampler(lengths, 32, num_replicas=2))
-    assert {i for b in ranks[0] + ranks[1] for i in b} == set(range(1000))
+    ranks = [list(RankSliceBatchSampler(LengthBucketBatchSampler(lengths, 32), r, 2)) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == len(LengthBucketBatchSampler(lengths, 32))
+    assert sorted(i for b in ranks[0] + ranks[1] for i in b) == list(range(1000))
+    # A new epoch draws a new order; the same epoch, the same order.
+    sampler = LengthBucketBatchSampler(lengths, 32)
+    first = list(sampler)
+    sampler.set_epoch(1)
+    assert list(sampler) != first
+    sampler.set_epoch(0)
+    assert list(sampler) == first
 
 
 def test_cli_prepare_runs_and_reports(events_dir, tmp_path, capsys):

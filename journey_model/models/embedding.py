@@ -117,7 +117,8 @@ class BehaviourEmbedding(nn.Module):
             if numeric_index:
                 parts.append(batch.numeric[rows][:, numeric_index])
                 parts.append(batch.numeric_mask[rows][:, numeric_index])
-            out[rows] = projection(torch.cat(parts, dim=-1))  # (n_rows, H)
+            # .to(out.dtype): under bf16 autocast the projection comes out in bf16, the buffer in float32
+            out[rows] = projection(torch.cat(parts, dim=-1)).to(out.dtype)  # (n_rows, H)
         return out
 
 
