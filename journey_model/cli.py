@@ -149,67 +149,124 @@ def _run_prepare(args: argparse.Namespace) -> int:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train one model on a prepared dataset, evaluate on its test split",
-                       description="Train any model of the zoo on any task it supports; writes the test metrics "
-                       "as JSON with --metrics-out. Options given here override those of --config.")
-    p.add_argument("--data", required=True, help="folder written by `journey prepare`")
-    p.add_argument("--model", default=None, help="model name (default: atrank); see `journey models`")
-    p.add_argument("--task", default=None,
-                   help="comma-separated tasks: outcome, next_event, next_item, forecast (default: all the model "
-                   "and data support)")
-    p.add_argument("--config", help="YAML file with TrainConfig fields and a `model_overrides` mapping")
-    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="model config field, e.g. hidden_size=64 or positional_encoding=learned (repeatable)")
-    p.add_argument("--max-epochs", type=int, help="epochs at most (default: 10)")
-    p.add_argument("--batch-size", type=int, help="customers per batch (default: 64)")
-    p.add_argument("--lr", type=float, help="learning rate (default: the model config's)")
-    p.add_argument("--patience", type=int, help="early-stopping patience in validation epochs (default: 3)")
-    p.add_argument("--seed", type=int, help="random seed (default: 0)")
-    p.add_argument("--accelerator", help="cpu, gpu or auto (default: auto)")
-    p.add_argument("--devices", help="devices per node (default: 1)")
-    p.add_argument("--output-dir", help="checkpoint folder root (default: work/runs)")
-    p.add_argument("--metrics-out", help="write the test metrics (and run facts) here as JSON")
+    from journey_model.config import add_config_arguments
+
+    p = sub.add_parser("train", help="train one model on a prepared dataset, evaluate, record it in MLflow",
+                       description="Train any model of the zoo on any task it supports with Lightning "
+                       "(accelerator auto, bf16 on GPU, DDP with --devices/--num-nodes), early stopping, the best "
+                       "checkpoint restored and tested; record params, metrics, plots and the pyfunc model in MLflow "
+                       "and register it as journey-<dataset>-<task>. Options override those of --config.")
+    add_config_arguments(p)
+    p.add_argument("--metrics-out", help="write the test metrics (and run facts) here as JSON (default: none)")
     p.set_defaults(func=_run_train)
 
 
-def _parse_value(text: str) -> object:
-    import yaml
+def _quiet_lightning(args: argparse.Namespace) -> None:
+    """Lightning's import sets its loggers back to INFO (with a handler of its own): quiet them again."""
+    if not getattr(args, "verbose", False):
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
-    return yaml.safe_load(text)
+
+def train_config_from_args(args: argparse.Namespace, **fixed: object):  # noqa: ANN201 - TrainConfig, lazily
+    from journey_model.config import config_from_args
+
+    if getattr(args, "quiet", False):
+        fixed.setdefault("progress", False)
+    return config_from_args(args, **fixed)
 
 
-def train_config_from_args(args: argparse.Namespace):  # noqa: ANN201 - TrainConfig, imported lazily
-    import yaml
-
-    from journey_model.training import TrainConfig
-
-    values: dict = {}
-    if args.config:
-        values = yaml.safe_load(Path(args.config).read_text()) or {}
-    overrides = dict(values.pop("model_overrides", {}) or {})
-    for item in args.set:
-        if "=" not in item:
-            raise ValueError(f"--set {item!r}: expected FIELD=VALUE")
-        key, value = item.split("=", 1)
-        overrides[key.strip()] = _parse_value(value)
-    cli = {
-        "model": args.model, "max_epochs": args.max_epochs, "batch_size": args.batch_size,
-        "learning_rate": args.lr, "patience": args.patience, "seed": args.seed, "accelerator": args.accelerator,
-        "devices": args.devices, "output_dir": args.output_dir,
-        "tasks": args.task.split(",") if args.task else None,
-    }
-    values.update({k: v for k, v in cli.items() if v is not None})
-    return TrainConfig(data_dir=args.data, model_overrides=overrides, progress=not args.quiet, **values)
+def _print_run(result) -> None:  # noqa: ANN001 - TrainResult, imported lazily
+    print(f"{result.model_name} ({', '.join(result.tasks)}): {result.parameters:,} parameters, "
+          f"{result.epochs} epochs, {result.seconds:.0f} s")
+    if result.validation_value is not None:
+        print(f"  {'best ' + result.validation_metric:<32} {result.validation_value:.4f}")
+    for key, value in sorted(result.test_metrics.items()):
+        print(f"  {key:<32} {value:.4f}")
+    if result.run_id:
+        print(f"MLflow run {result.run_id}; model {result.model_uri}")
+    if result.registered_version:
+        print(f"registered {result.registered_model} v{result.registered_version} "
+              f"(promote: journey promote --name {result.registered_model})")
 
 
 def _run_train(args: argparse.Namespace) -> int:
     from journey_model.training import train
 
+    _quiet_lightning(args)
     result = train(train_config_from_args(args), metrics_out=args.metrics_out)
-    print(f"{result.model_name} ({', '.join(result.tasks)}): {result.parameters:,} parameters, "
-          f"{result.epochs} epochs, {result.seconds:.0f} s")
-    for key, value in sorted(result.test_metrics.items()):
-        print(f"  {key:<32} {value:.4f}")
+    if result.global_rank == 0:  # DDP worker processes run the same command; one of them reports
+        _print_run(result)
+    return 0
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    from journey_model.config import add_config_arguments
+
+    p = sub.add_parser("compare", help="train several models with the same budget; one table, one MLflow parent run",
+                       description="Train each model of --models on the same prepared data, tasks and budget (each "
+                       "a nested MLflow run under one parent run), print and log one table (test metrics, the "
+                       "validation metric, training time, events/s, parameters) and register the best model by "
+                       "the validation metric. Options are those of `journey train`.")
+    p.add_argument("--models", default="atrank,gru-bahdanau,lstm-luong,transformer,bag,markov",
+                   help="comma-separated model names (default: %(default)s)")
+    p.add_argument("--metrics", help="comma-separated test-metric columns (default: per task, e.g. auc/<outcome>)")
+    p.add_argument("--json", dest="comparison_json", help="also write the table as JSON here")
+    add_config_arguments(p, exclude=("model",))
+    p.set_defaults(func=_run_compare)
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from journey_model.compare import compare_models, metric_keys_for
+    from journey_model.preprocessing import Preprocessor
+
+    _quiet_lightning(args)
+    config = train_config_from_args(args)
+    if not config.tasks:
+        raise ValueError("journey compare needs --task (models are compared on the same tasks)")
+    keys = [k.strip() for k in args.metrics.split(",")] if args.metrics else metric_keys_for(
+        config.tasks, Preprocessor.load(config.data_dir).outcome_names)
+    comparison = compare_models([m.strip() for m in args.models.split(",") if m.strip()], config, metric_keys=keys)
+    print(comparison.table(keys))
+    if args.comparison_json:
+        comparison.save(args.comparison_json)
+    if comparison.parent_run_id:
+        print(f"MLflow parent run {comparison.parent_run_id}")
+    if comparison.registered_version:
+        print(f"best model registered as {comparison.registered_model} v{comparison.registered_version} "
+              f"(promote: journey promote --name {comparison.registered_model})")
+    return 0
+
+
+def _add_promote(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("promote", help="move the champion alias to a model version only if it is better",
+                       description="Compare a registered version (default: the newest) with the current "
+                       "@champion on the validation metric both were selected on; move the alias only when the "
+                       "candidate is strictly better, and say so either way.")
+    p.add_argument("--name", help="registered model, e.g. journey-synth_bank-outcome (or give --dataset and --task)")
+    p.add_argument("--dataset", help="dataset name (DatasetConfig.name), with --task")
+    p.add_argument("--task", help="task label, e.g. outcome or next_event+next_item, with --dataset")
+    p.add_argument("--version", help="candidate version (default: the newest)")
+    p.add_argument("--alias", default="champion", help="alias to move (default: %(default)s)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
+                   "sqlite:///work/mlflow.db)")
+    p.set_defaults(func=_run_promote)
+
+
+def _run_promote(args: argparse.Namespace) -> int:
+    from mlflow.tracking import MlflowClient
+
+    from journey_model.model_registry import promote
+    from journey_model.pyfunc import registered_model_name
+    from journey_model.tracking import quiet_mlflow_output, resolve_tracking_uri
+
+    if not args.name and not (args.dataset and args.task):
+        raise ValueError("give --name, or --dataset and --task")
+    name = args.name or registered_model_name(args.dataset, args.task)
+    quiet_mlflow_output()
+    client = MlflowClient(resolve_tracking_uri(args.tracking_uri), registry_uri=resolve_tracking_uri(args.tracking_uri))
+    decision = promote(name, args.version, alias=args.alias, client=client)
+    print(decision.message)
     return 0
 
 
@@ -229,18 +286,121 @@ def _run_models(args: argparse.Namespace) -> int:
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the main job end to end on built-in synthetic data (no server, no download)",
-                       description="synth -> prepare -> (train and compare models as they land) in WORKDIR.")
-    p.add_argument("--workdir", default=str(DEFAULT_WORKDIR), help="where data, runs and results go (default: %(default)s)")
+                       description="synth -> prepare -> train and compare ATRank with the baselines (MLflow runs) -> "
+                       "register the best and promote it if it beats the champion -> (batch scoring hook) -> "
+                       "print the table and the MLflow UI command. Everything goes into WORKDIR.")
+    p.add_argument("--workdir", default=str(DEFAULT_WORKDIR), help="where data, runs, results and the MLflow store "
+                   "(mlflow.db, mlartifacts/) go (default: %(default)s)")
     p.add_argument("--customers", type=int, default=5000, help="synthetic customers (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
+    p.add_argument("--max-epochs", type=int, default=5, help="epochs at most per model (default: %(default)s)")
+    p.add_argument("--models", default="atrank,gru-bahdanau,lstm-luong,transformer,bag,markov",
+                   help="comma-separated models to compare (default: %(default)s)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
+                   "sqlite:///WORKDIR/mlflow.db)")
     p.set_defaults(func=_run_demo)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
     from journey_model.demo import run_demo
 
-    run_demo(Path(args.workdir), customers=args.customers, seed=args.seed, progress=not args.quiet)
+    _quiet_lightning(args)
+    run_demo(Path(args.workdir), customers=args.customers, seed=args.seed, max_epochs=args.max_epochs,
+             progress=not args.quiet, models=[m.strip() for m in args.models.split(",") if m.strip()],
+             tracking_uri=args.tracking_uri)
     return 0
+
+
+def _add_score(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("score", help="batch scoring: every customer of an event folder -> Parquet scores",
+                       description="Stream customers from canonical event Parquet, score them with a model (bundle "
+                       "folder or MLflow URI) and write Parquet parts (customer_id, cutoff, model version, scores, "
+                       "top-k next events, top reasons). Parts appear atomically; an interrupted job resumes.")
+    p.add_argument("--model", required=True, help="model bundle folder or MLflow model URI (models:/NAME@champion)")
+    p.add_argument("--events", required=True, help="folder with events/part-*.parquet (from ingest or synth)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--cutoff", default="now",
+                   help="score as of this ISO date/time (UTC if no offset), 'now' (job start; kept on resume) or "
+                   "'last-event' (just after each customer's last event) (default: %(default)s)")
+    p.add_argument("--engine", choices=["local", "spark"], default="local",
+                   help="local: streaming in this process; spark: applyInPandas on a Spark session (default: %(default)s)")
+    p.add_argument("--top-reasons", type=int, default=3, help="reasons per task in the output; 0 = none (default: %(default)s)")
+    p.add_argument("--chunk-customers", type=int, default=1024, help="customers scored together (default: %(default)s)")
+    p.add_argument("--events-per-partition", type=int, default=2_000_000,
+                   help="events per spill partition / Spark group; bounds memory (default: %(default)s)")
+    p.add_argument("--spark-master", help="Spark master when no session runs (default: local[2])")
+    p.add_argument("--torch-threads", type=int, default=1,
+                   help="intra-op threads of the local engine; 0 = all cores. One was fastest on a shared 2-core "
+                   "machine; raise it on a dedicated many-core one (Spark tasks use 1) (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace scores (or an unfinished job) already in --out")
+    p.set_defaults(func=_run_score)
+
+
+def _run_score(args: argparse.Namespace) -> int:
+    from journey_model.batch_scoring import BatchScoringConfig, score_batch
+
+    config = BatchScoringConfig(
+        model=args.model, events_dir=args.events, out_dir=args.out, cutoff=args.cutoff, engine=args.engine,
+        top_reasons=args.top_reasons, chunk_customers=args.chunk_customers,
+        events_per_partition=args.events_per_partition, spark_master=args.spark_master,
+        torch_threads=args.torch_threads, progress=not args.quiet,
+    )
+    print(score_batch(config, overwrite=args.overwrite).summary())
+    return 0
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    from serving.config import DEFAULT_MODEL_URI, ServingConfig
+
+    d = ServingConfig()
+    p = sub.add_parser("serve", help="start the online prediction API (BentoML) on a host and port",
+                       description="Serve POST /predict, /explain, /update, /forget, GET /metadata, /livez, /readyz "
+                       "and the OpenAPI document (/docs.json) with `bentoml serve serving.service:JourneyService`. "
+                       "Options become JOURNEY_* environment variables of the server.")
+    p.add_argument("--model", default=None,
+                   help=f"model bundle folder or MLflow model URI (default: $JOURNEY_MODEL_URI, else {DEFAULT_MODEL_URI})")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    p.add_argument("--port", type=int, default=3000, help="port (default: %(default)s)")
+    p.add_argument("--max-customers", type=int, default=d.max_customers_per_request,
+                   help="customers per request at most (default: %(default)s)")
+    p.add_argument("--max-events", type=int, default=d.max_events_per_customer,
+                   help="events per customer per request at most (default: %(default)s)")
+    p.add_argument("--max-batch", type=int, default=d.max_batch_customers,
+                   help="customers per forward pass across concurrent requests (default: %(default)s)")
+    p.add_argument("--batch-wait-ms", type=float, default=d.max_batch_wait_ms,
+                   help="extra wait for a batch to fill, ms (default: %(default)s)")
+    p.add_argument("--state-customers", type=int, default=d.state_max_customers,
+                   help="incremental states held at most, least recently used evicted (default: %(default)s)")
+    p.add_argument("--torch-threads", type=int, default=d.torch_threads,
+                   help="intra-op threads per worker (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=d.workers,
+                   help="worker processes, each with the model and its own batcher and incremental state "
+                   "(default: %(default)s)")
+    p.set_defaults(func=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from serving.config import ServingConfig
+
+    model = args.model or os.environ.get("JOURNEY_MODEL_URI") or ServingConfig().model_uri
+    if "://" not in model and not model.startswith(("models:/", "runs:/", "m-")) and not Path(model).is_dir():
+        raise FileNotFoundError(f"--model {model!r}: no such bundle folder, and not an MLflow model URI")
+    config = ServingConfig(model_uri=model, max_customers_per_request=args.max_customers,
+                           max_events_per_customer=args.max_events, max_batch_customers=args.max_batch,
+                           max_batch_wait_ms=args.batch_wait_ms, state_max_customers=args.state_customers,
+                           torch_threads=args.torch_threads, workers=args.workers)
+    os.environ.update(config.to_env())
+    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
+    # glibc returning large tensor buffers to the OS after every free costs page faults on each forward pass.
+    os.environ.setdefault("MALLOC_MMAP_MAX_", "0")
+    os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", "68719476736")
+    command = [sys.executable, "-m", "bentoml", "serve", "serving.service:JourneyService",
+               "--host", args.host, "--port", str(args.port)]
+    sys.stdout.flush()
+    os.execv(sys.executable, command)  # the server takes this process's PID: stop it with SIGTERM to that PID
+    return 0  # not reached
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -251,7 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
-    for add in (_add_synth, _add_ingest, _add_prepare, _add_train, _add_models, _add_demo):
+    for add in (_add_synth, _add_ingest, _add_prepare, _add_train, _add_compare, _add_promote, _add_models, _add_demo,
+                _add_score, _add_serve):
         add(sub)
     return parser
 

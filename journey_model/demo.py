@@ -4,7 +4,7 @@ synth -> prepare (point-in-time, out-of-time split) -> train ATRank and the base
 (churn, default, product uptake) with the same budget, each a nested MLflow run under one comparison run ->
 register the best model by its validation metric as ``journey-synth_bank-outcome`` and promote it to
 ``@champion`` only if it beats the current champion -> (batch-score the held-back month: a hook, see
-:func:`batch_score_held_back_month`) -> print the table and where to look (the MLflow UI command).
+:func:`batch_score_held_back_month`, batch scoring of the month after the test month) -> print the table and where to look (the MLflow UI command).
 
 Everything lands in one working folder (``work/`` by default): data, checkpoints, results and the embedded
 MLflow store (``work/mlflow.db`` + ``work/mlartifacts``; ``MLFLOW_TRACKING_URI`` overrides it). No server, no
@@ -38,18 +38,38 @@ def demo_tracking_uri(workdir: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(workdir / 'mlflow.db').resolve()}"
 
 
-def batch_score_held_back_month(model_uri: str, events_dir: Path, out_dir: Path) -> Path | None:
-    """HOOK — batch scoring (journey_model/batch_scoring.py, built by another engineer; not implemented here).
+def batch_score_held_back_month(model_uri: str, events_dir: Path, out_dir: Path, tracking_uri: str) -> Path:
+    """Score every customer at the first cut-off after the test month — a month no model has seen labels for.
 
-    Intended: score every customer of ``events_dir`` at the first cut-off after the test month (the month the
-    models never saw) with ``model_uri`` (``models:/journey-synth_bank-outcome@champion``), writing
-    ``out_dir/scores.parquet``, and return that path. Until batch scoring is wired in, this says so and returns
-    None; the demo then goes on.
+    Uses :func:`journey_model.batch_scoring.score_batch` with the registered champion (``model_uri``), writing
+    Parquet parts and ``_manifest.json`` to ``out_dir``; prints the job's summary and the riskiest customers.
     """
-    print(f"      HOOK: batch scoring of the held-back month is not wired in yet "
-          f"(journey_model/demo.py: batch_score_held_back_month; model {model_uri}, events {events_dir})",
-          flush=True)
-    return None
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from journey_model.batch_scoring import BatchScoringConfig, read_scores, score_batch
+
+    last_cutoff = pq.read_table(events_dir / "labels.parquet", columns=["cutoff"]).column("cutoff").to_pandas().max()
+    held_back = (last_cutoff + pd.DateOffset(months=1)).strftime("%Y-%m-%d")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per file is noise here
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    try:
+        report = score_batch(BatchScoringConfig(model=model_uri, events_dir=str(events_dir), out_dir=str(out_dir),
+                                                cutoff=held_back, progress=False), overwrite=True)
+    finally:
+        if previous is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous
+    print(report.summary(), flush=True)
+    scores = read_scores(out_dir).to_pandas()
+    risk_columns = [c for c in scores.columns if c.startswith("p_")]
+    if risk_columns:
+        top = scores.sort_values(risk_columns[0], ascending=False).head(5)
+        print(f"      highest {risk_columns[0]} at {held_back}:")
+        print(top[["customer_id", *risk_columns]].to_string(index=False), flush=True)
+    return out_dir
 
 
 def run_demo(workdir: Path, customers: int = 5000, seed: int = 0, max_epochs: int = 5, progress: bool = True,
@@ -109,7 +129,7 @@ def run_demo(workdir: Path, customers: int = 5000, seed: int = 0, max_epochs: in
 
     print("[5/6] batch-score the held-back month", flush=True)
     if champion_uri:
-        batch_score_held_back_month(champion_uri, events_dir, workdir / "scores")
+        batch_score_held_back_month(champion_uri, events_dir, workdir / "scores", tracking_uri)
 
     print("[6/6] where to look", flush=True)
     print("\nTest-set results (out-of-time: the last cut-off month):")

@@ -14,6 +14,7 @@ has nothing else on hand.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ import torch
 from journey_model.batch import EOS_ID, SequenceBatch, collate_examples
 from journey_model.models import build_model
 from journey_model.models.base import JourneyModel
+from journey_model.models.output import ModelOutput
 from journey_model.preprocessing import Preprocessor
 from journey_model.schema import CUSTOMER_ID, EVENT_TYPE, TIMESTAMP, TIMESTAMP_TYPE, conform_table
 from journey_model.sequences import CUTOFF
@@ -157,26 +159,42 @@ class Scorer:
 
     @torch.no_grad()
     def _score_batch(self, examples: list[dict[str, Any]]) -> pd.DataFrame:
+        batch, output = self.forward(examples)
+        return self.frame_from_output(examples, batch, output)
+
+    @torch.no_grad()
+    def forward(self, examples: list[dict[str, Any]], output_attentions: bool = False) -> tuple[SequenceBatch, ModelOutput]:
+        """One forward pass over encoded examples; ``output_attentions=True`` also returns attention weights."""
         batch = self.collate(examples)
-        output = self.model(batch)
-        frame = pd.DataFrame({
+        return batch, self.model(batch, output_attentions=output_attentions)
+
+    def frame_from_output(self, examples: list[dict[str, Any]], batch: SequenceBatch, output: ModelOutput) -> pd.DataFrame:
+        """Scores of one forward pass as rows of :attr:`output_columns`, in the order of ``examples``."""
+        return pd.DataFrame(self.score_columns(examples, batch, output))
+
+    def score_columns(self, examples: list[dict[str, Any]], batch: SequenceBatch, output: ModelOutput) -> dict[str, Any]:
+        """Scores of one forward pass as columns (name -> array or list) in the order of :attr:`output_columns`.
+
+        The online API reads these directly: building a DataFrame costs more than a one-customer forward pass.
+        """
+        columns: dict[str, Any] = {
             CUSTOMER_ID: [ex[CUSTOMER_ID] for ex in examples],
             CUTOFF: [ex[CUTOFF] for ex in examples],
             "n_events": batch.lengths.numpy(),
-        })
+        }
         if output.outcome_logits is not None:
             probabilities = torch.sigmoid(output.outcome_logits.float()).numpy()
             for j, name in enumerate(self.preprocessor.outcome_names):
-                frame[f"p_{name}"] = probabilities[:, j]
+                columns[f"p_{name}"] = probabilities[:, j]
         if output.next_event_logits is not None:
             logits = output.next_event_logits.float().clone()
             logits[:, list(SPECIAL_EVENT_IDS)] = float("-inf")
             probabilities = torch.softmax(logits, dim=-1)
             top = probabilities.topk(min(self.top_k, probabilities.shape[1] - len(SPECIAL_EVENT_IDS)), dim=-1)
             for k in range(top.indices.shape[1]):
-                frame[f"next_event_{k + 1}"] = self.event_types.decode(top.indices[:, k].tolist())
-                frame[f"p_next_event_{k + 1}"] = top.values[:, k].numpy()
-        return frame
+                columns[f"next_event_{k + 1}"] = self.event_types.decode(top.indices[:, k].tolist())
+                columns[f"p_next_event_{k + 1}"] = top.values[:, k].numpy()
+        return columns
 
     def describe(self) -> dict[str, Any]:
         """Model and data facts for metadata endpoints and MLflow tags."""
@@ -192,3 +210,110 @@ class Scorer:
         }
 
 
+# ------------------------------------------------------------------ opening a model by URI
+@dataclasses.dataclass
+class ModelIdentity:
+    """Which model answers: what the API reports and batch scoring writes next to every score."""
+
+    name: str  # registered model name, or the bundle folder's name
+    version: str  # registry version, MLflow model id / run id, or the bundle's content hash
+    uri: str  # what was asked for: a bundle folder or an MLflow model URI
+    alias: str | None = None  # the registry alias the URI named (champion …), if any
+    architecture: str = ""  # model zoo name (atrank …)
+    training_data_hash: str = ""  # sha256 of the event files the preprocessing was fitted on
+    artifact_hash: str = ""  # content hash of the preprocessing artifact
+
+
+def open_model(uri: str | Path, batch_size: int = 256) -> tuple[Scorer, ModelIdentity]:
+    """A :class:`Scorer` and its identity from a bundle folder or an MLflow model URI.
+
+    A folder holding ``model.pt`` is a bundle (:meth:`Scorer.load`); anything else — ``models:/NAME@ALIAS``,
+    ``models:/NAME/VERSION``, ``models:/m-<id>`` (or a bare ``m-<id>``), ``runs:/<run>/<path>``, a local MLflow
+    model folder — is read by :func:`journey_model.pyfunc.load_scorer` (the bundle inside the pyfunc model,
+    at ``artifacts/bundle/``), and the registry is asked which version an alias points at.
+    """
+    text = str(uri)
+    path = Path(text)
+    if (path / MODEL_FILE).exists():
+        scorer = Scorer.load(path, batch_size=batch_size)
+        identity = ModelIdentity(name=path.resolve().name, version=_bundle_hash(path), uri=text)
+    elif path.is_dir() or "://" in text or text.startswith(("models:/", "runs:/", "m-")):
+        if path.is_dir():  # a local MLflow model folder: named by the folder, versioned by its bundle
+            scorer = _load_mlflow_scorer(text, batch_size)
+            identity = ModelIdentity(name=path.resolve().name, version=_bundle_hash(path / "artifacts" / "bundle"),
+                                     uri=text)
+        else:
+            _use_the_project_tracking_store()
+            name, version, alias = _registry_identity(text)
+            # Load the version the alias points at now, so that the identity and the weights always agree.
+            scorer = _load_mlflow_scorer(f"models:/{name}/{version}" if alias else text, batch_size)
+            identity = ModelIdentity(name=name, version=version, uri=text, alias=alias)
+    else:
+        raise ScoringError(
+            f"model {text!r}: neither a model bundle folder (with {MODEL_FILE}) nor an MLflow model URI "
+            "(models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/PATH)"
+        )
+    identity.architecture = scorer.model.model_name
+    identity.training_data_hash = scorer.preprocessor.input_hash
+    identity.artifact_hash = scorer.preprocessor.artifact_hash
+    return scorer, identity
+
+
+def _bundle_hash(folder: Path) -> str:
+    """Content hash of a bundle's files: two bundles with the same hash score identically."""
+    digest = hashlib.sha256()
+    for name in (MODEL_FILE, "preprocessing.json"):
+        with open(folder / name, "rb") as handle:
+            while chunk := handle.read(1 << 22):
+                digest.update(chunk)
+    return digest.hexdigest()[:12]
+
+
+def _use_the_project_tracking_store() -> None:
+    """Read models:/ URIs from the store `journey train` writes to when nobody chose another one.
+
+    ``$MLFLOW_TRACKING_URI`` or a tracking URI set in this process wins; otherwise it is Journey's embedded
+    store (``work/mlflow.db``), as for training, rather than MLflow's own default.
+    """
+    import mlflow
+
+    if not mlflow.tracking.is_tracking_uri_set():
+        from journey_model.tracking import resolve_tracking_uri
+
+        mlflow.set_tracking_uri(resolve_tracking_uri())
+
+
+def _load_mlflow_scorer(uri: str, batch_size: int) -> Scorer:
+    from journey_model.pyfunc import load_scorer  # imports mlflow: only when an MLflow model is asked for
+
+    try:
+        return load_scorer(uri, batch_size=batch_size)
+    except ScoringError:
+        raise
+    except Exception as error:  # MLflow raises its own exception types for unknown names, aliases, runs
+        raise ScoringError(f"model {uri!r}: cannot load it from MLflow: {error}") from error
+
+
+def _registry_identity(uri: str) -> tuple[str, str, str | None]:
+    """(name, version, alias) of an MLflow model URI; the registry resolves aliases to versions."""
+    if uri.startswith("models:/"):
+        rest = uri[len("models:/"):].strip("/")
+        if "@" in rest:
+            name, alias = rest.split("@", 1)
+            from mlflow import MlflowClient
+
+            try:
+                version = MlflowClient().get_model_version_by_alias(name, alias).version
+            except Exception as error:
+                raise ScoringError(f"model {uri!r}: the registry has no alias {alias!r} for {name!r}: {error}") from error
+            return name, str(version), alias
+        if "/" in rest:
+            name, version = rest.rsplit("/", 1)
+            return name, version, None
+        return rest, rest, None  # models:/m-<id>: a logged model that is not registered
+    if uri.startswith("m-"):
+        return uri, uri, None
+    if uri.startswith("runs:/"):
+        run_id, _, path = uri[len("runs:/"):].partition("/")
+        return path or run_id, run_id, None
+    return uri, "", None

@@ -1,0 +1,252 @@
+"""From validated request models to the canonical events the Scorer reads, with the checks that need the model.
+
+The pydantic models (:mod:`serving.schemas`) have already checked types. Here, knowing the model's dataset
+and the service's limits, a request is checked for what only the model can judge — fields the dataset does
+not declare, an extra field of the wrong kind, events at or after the cut-off, too many customers or events —
+and turned into one canonical Arrow table (:func:`journey_model.schema.conform_table` types) plus the
+(customer, cut-off) examples, exactly what batch scoring hands to
+:meth:`journey_model.preprocessing.Preprocessor.encode_examples`. Every problem is reported with the
+customer id, the event index and the field; values the model never saw are not errors but listed per
+customer (they are scored as out-of-vocabulary).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from journey_model.batch import OOV_ID
+from journey_model.preprocessing import EVENT_TYPE_SPECIALS, Preprocessor
+from journey_model.schema import CUSTOMER_ID, EVENT_ID, EVENT_TYPE, TIMESTAMP, TIMESTAMP_TYPE
+from journey_model.sequences import CUTOFF
+from serving.config import ServingConfig
+from serving.schemas import INPUT_ERROR_TYPE, CustomerEvents, CustomerUpdate
+
+STANDARD_EVENT_FIELDS = ("event_id", "item", "amount", "channel")  # declared on serving.schemas.Event
+MAX_REPORTED_PROBLEMS = 20
+_request_counter = itertools.count()
+
+
+class RequestError(Exception):
+    """A request the service refuses: an HTTP status and each problem with its location."""
+
+    def __init__(self, status: int, problems: list[dict[str, Any]]):
+        self.status = status
+        self.problems = problems[:MAX_REPORTED_PROBLEMS]
+        self.total = len(problems)
+        summary = f"{self.total} problem{'s' if self.total != 1 else ''} in the request"
+        super().__init__(summary + ": " + "; ".join(p["msg"] for p in self.problems[:3]))
+
+    def body(self) -> dict[str, Any]:
+        more = self.total - len(self.problems)
+        summary = f"{self.total} problem{'s' if self.total != 1 else ''} in the request"
+        return {"error": summary + (f" (first {len(self.problems)} listed)" if more else ""), "detail": self.problems}
+
+
+def problem(loc: list[Any], msg: str, kind: str = INPUT_ERROR_TYPE) -> dict[str, Any]:
+    return {"loc": loc, "msg": msg, "type": kind}
+
+
+@dataclass
+class InputContract:
+    """What the model's dataset lets an event carry, and how OOV values are found."""
+
+    preprocessor: Preprocessor
+    categorical: list[str] = field(init=False)  # string fields (standard and extra)
+    numeric: list[str] = field(init=False)  # number fields
+    carried: dict[str, np.ndarray] = field(init=False)  # field -> (event-type vocab,) bool: the type carries it
+
+    def __post_init__(self) -> None:
+        dataset = self.preprocessor.dataset
+        self.categorical = list(dataset.categorical_fields)
+        self.numeric = list(dataset.numeric_fields)
+        tokens = self.preprocessor.vocabularies[EVENT_TYPE].tokens
+        self.carried = {}
+        for name in self.categorical:
+            table = np.ones(len(tokens), dtype=bool)  # specials and <oov> carry every field
+            for type_id in range(len(EVENT_TYPE_SPECIALS), len(tokens)):
+                table[type_id] = name in dataset.fields_of(tokens[type_id])[0]
+            self.carried[name] = table
+
+    @property
+    def allowed_fields(self) -> set[str]:
+        return {TIMESTAMP, EVENT_TYPE, EVENT_ID, *self.categorical, *self.numeric}
+
+
+@dataclass
+class ParsedCustomer:
+    """One customer of a request after the checks."""
+
+    customer_id: str
+    key: str  # unique id inside the merged batch (two entries may share a customer id)
+    cutoff: datetime  # aware, UTC
+    n_events: int  # events received in this request (or held, for incremental scoring)
+    model_order: np.ndarray  # request event indices in the order the model reads them (oldest first)
+    oov: list[dict[str, Any]] = field(default_factory=list)  # first OOV values: event_index, field, value
+    oov_count: int = 0
+
+
+@dataclass
+class ParsedRequest:
+    """Canonical events and examples of one request, ready for encode_examples."""
+
+    customers: list[ParsedCustomer]
+    events: pa.Table  # canonical schema; customer_id holds ParsedCustomer.key
+    examples: pa.Table  # customer_id (key), cutoff
+
+    @property
+    def size(self) -> int:
+        return len(self.customers)
+
+
+def check_limits(n_customers: int, counts: Sequence[int], ids: Sequence[str], config: ServingConfig,
+                 path: str = "customers") -> None:
+    """413 when a request holds more customers, or a customer more events, than the configured limits."""
+    problems = []
+    if n_customers > config.max_customers_per_request:
+        problems.append(problem([path], f"{n_customers} customers in one request; the limit is "
+                                f"{config.max_customers_per_request} (JOURNEY_MAX_CUSTOMERS)", "limit"))
+    for i, (n, customer) in enumerate(zip(counts, ids, strict=True)):
+        if n > config.max_events_per_customer:
+            problems.append(problem([path, i, "events"], f"customer {customer!r}: {n} events; the limit is "
+                                    f"{config.max_events_per_customer} per customer (JOURNEY_MAX_EVENTS)", "limit"))
+    if problems:
+        raise RequestError(413, problems)
+
+
+def parse_customers(
+    customers: Sequence[CustomerEvents | CustomerUpdate],
+    contract: InputContract,
+    config: ServingConfig,
+    now: datetime | None = None,
+) -> ParsedRequest:
+    """Check a request's customers against the model and the limits; build its canonical events.
+
+    Raises :class:`RequestError` (413 over a limit, 400 otherwise) listing every problem found.
+    """
+    now = now or datetime.now(UTC)
+    check_limits(len(customers), [len(c.events) for c in customers], [c.customer_id for c in customers], config)
+    request_id = next(_request_counter)
+    counts = np.array([len(c.events) for c in customers], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    events = [e for c in customers for e in c.events]
+    owner = np.repeat(np.arange(len(customers)), counts)  # customer index of each event
+    problems: list[dict[str, Any]] = []
+
+    def where(flat: int) -> tuple[list[Any], str]:
+        i = int(owner[flat])
+        j = flat - int(offsets[i])
+        return ["customers", i, "events", j], f"customer {customers[i].customer_id!r}, event {j}"
+
+    # Fields the dataset does not declare would be ignored by the model: refuse them instead.
+    allowed = contract.allowed_fields
+    extras = [event.__pydantic_extra__ or {} for event in events]
+    sent = set().union(*extras) | {name for name in STANDARD_EVENT_FIELDS if name not in allowed
+                                   and any(getattr(event, name) is not None for event in events)}
+    if sent - allowed:  # only then look for where each one is
+        for flat, (event, extra) in enumerate(zip(events, extras, strict=True)):
+            unknown = [name for name in extra if name not in allowed]
+            unknown += [name for name in STANDARD_EVENT_FIELDS
+                        if name not in allowed and getattr(event, name) is not None]
+            for name in unknown:
+                loc, who = where(flat)
+                problems.append(problem(loc + [name], f"{who}, field {name!r}: not a field of this model's dataset "
+                                        f"{contract.preprocessor.dataset.name!r} (fields: {sorted(allowed)})"))
+
+    columns: dict[str, Any] = {}
+    for name in contract.categorical + contract.numeric:
+        if name in STANDARD_EVENT_FIELDS:
+            values = [getattr(e, name) for e in events]
+        else:
+            values = [extra.get(name) for extra in extras]
+        if name not in STANDARD_EVENT_FIELDS:  # extras arrive untyped: strings for categorical fields, numbers for numeric ones
+            numeric = name in contract.numeric
+            for flat, value in enumerate(values):
+                if value is None or (type(value) is float if numeric else type(value) is str):  # the usual case, fast
+                    continue
+                ok = (isinstance(value, int | float) and not isinstance(value, bool)) if numeric else isinstance(value, str)
+                if not ok:
+                    loc, who = where(flat)
+                    expected = "a number" if numeric else "a string"
+                    problems.append(problem(loc + [name], f"{who}, field {name!r}: expected {expected} or null, "
+                                            f"got {type(value).__name__} {value!r}"))
+        columns[name] = values
+    if problems:
+        raise RequestError(400, problems)
+
+    ts = pa.array([e.ts for e in events], type=TIMESTAMP_TYPE)  # aware -> UTC, naive read as UTC
+    cutoffs = [_as_utc(c.cutoff) if c.cutoff is not None else now for c in customers]
+    cutoff_array = pa.array(cutoffs, type=TIMESTAMP_TYPE)
+    ts_micros = ts.cast(pa.int64()).to_numpy(zero_copy_only=False)
+    cut_micros = cutoff_array.cast(pa.int64()).to_numpy(zero_copy_only=False)
+    late = np.flatnonzero(ts_micros >= np.repeat(cut_micros, counts))
+    for flat in late:
+        loc, who = where(int(flat))
+        i = int(owner[flat])
+        problems.append(problem(loc + ["ts"], f"{who}, field 'ts': {_iso(ts_micros[flat])} is not before the "
+                                f"cut-off {_iso(cut_micros[i])}; only events strictly before the cut-off are scored"))
+    if problems:
+        raise RequestError(400, problems)
+
+    keys = [f"r{request_id}-{i}" for i in range(len(customers))]
+    schema = contract.preprocessor.dataset.arrow_schema()
+    arrays = {
+        CUSTOMER_ID: pa.array(np.repeat(np.array(keys, dtype=object), counts), pa.string()),
+        TIMESTAMP: ts,
+        EVENT_TYPE: pa.array([e.event_type for e in events], pa.string()),
+        EVENT_ID: pa.array([e.event_id for e in events], pa.string()),
+    }
+    for name in contract.categorical:
+        arrays[name] = pa.array(columns[name], pa.string())
+    for name in contract.numeric:
+        arrays[name] = pa.array(columns[name], pa.float64())
+    table = pa.Table.from_arrays([arrays[f.name] for f in schema], schema=schema)
+
+    parsed = []
+    oov_lists = _out_of_vocabulary(table, contract, owner, offsets, config.max_oov_reported, len(customers))
+    for i, customer in enumerate(customers):
+        order = np.argsort(ts_micros[offsets[i]:offsets[i + 1]], kind="stable")
+        oov, oov_count = oov_lists[i]
+        parsed.append(ParsedCustomer(customer.customer_id, keys[i], cutoffs[i], int(counts[i]), order, oov, oov_count))
+    examples = pa.table({CUSTOMER_ID: pa.array(keys, pa.string()), CUTOFF: cutoff_array})
+    return ParsedRequest(parsed, table, examples)
+
+
+def _out_of_vocabulary(
+    table: pa.Table, contract: InputContract, owner: np.ndarray, offsets: np.ndarray, limit: int, n_customers: int
+) -> list[tuple[list[dict[str, Any]], int]]:
+    """Per customer: the first ``limit`` values the model maps to <oov>, and how many there are."""
+    vocabularies = contract.preprocessor.vocabularies
+    type_ids = vocabularies[EVENT_TYPE].encode(table.column(EVENT_TYPE))
+    flagged: list[tuple[int, str, np.ndarray]] = [(0, EVENT_TYPE, np.flatnonzero(type_ids == OOV_ID))]
+    for order, name in enumerate(contract.categorical, start=1):
+        ids = vocabularies[name].encode(table.column(name))
+        carried = contract.carried[name][type_ids]  # a field the type does not carry is ignored, not OOV
+        flagged.append((order, name, np.flatnonzero((ids == OOV_ID) & carried)))
+    found: list[list[tuple[int, int, str]]] = [[] for _ in range(n_customers)]
+    for order, name, rows in flagged:
+        for flat in rows:
+            found[int(owner[flat])].append((int(flat), order, name))
+    result = []
+    for i, entries in enumerate(found):
+        entries.sort()
+        listed = [
+            {"event_index": flat - int(offsets[i]), "field": name, "value": table.column(name)[flat].as_py()}
+            for flat, _, name in entries[:limit]
+        ]
+        result.append((listed, len(entries)))
+    return result
+
+
+def _as_utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _iso(micros: int) -> str:
+    return str(np.datetime64(int(micros), "us")) + "Z"

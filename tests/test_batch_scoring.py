@@ -1,0 +1,182 @@
+"""`journey score` (local engine): every customer exactly once, the Scorer's scores, atomic parts, resume.
+
+The model is a real one: synthetic journeys -> prepare -> one short ATRank epoch -> a saved bundle, built
+once per test session by :func:`tiny_model` (the serving and Spark tests import it).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from journey_model.batch_scoring import (
+    MANIFEST_FILE,
+    BatchScoringConfig,
+    BatchScoringError,
+    read_scores,
+    score_batch,
+)
+from journey_model.cli import main as journey
+from journey_model.scoring import Scorer, open_model
+
+CUTOFF = "2024-03-01"  # about 10 of the 400 synthetic customers have no event before it
+TINY_ATRANK = {"hidden_size": 16, "num_heads": 2, "field_dim": 8}
+
+
+@dataclass
+class TinyModel:
+    synth: Path  # canonical events (events/, dataset.yaml)
+    prepared: Path  # the prepared dataset
+    bundle: Path  # the saved Scorer bundle
+
+
+def tiny_model(root: Path) -> TinyModel:
+    """A small trained ATRank bundle on 400 synthetic customers, built once under ``root`` (about 15 s)."""
+    from journey_model.prepare import PrepareConfig, prepare
+    from journey_model.preprocessing import Preprocessor
+    from journey_model.synth import generate
+    from journey_model.training import TrainConfig, train
+
+    model = TinyModel(root / "synth", root / "prepared", root / "bundle")
+    if (model.bundle / "model.pt").exists():
+        return model
+    generate(model.synth, customers=400, seed=5, progress=False)
+    prepare(PrepareConfig(events_dir=str(model.synth), out_dir=str(model.prepared), cutoff_strategy="labels",
+                          label_horizon_days=30), progress=False)
+    result = train(TrainConfig(data_dir=str(model.prepared), model="atrank", max_epochs=1, limit_train_batches=3,
+                               progress=False, output_dir=str(root / "runs"), model_overrides=TINY_ATRANK))
+    Scorer(result.module.model, Preprocessor.load(model.prepared)).save(model.bundle)
+    return model
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> TinyModel:
+    return tiny_model(tmp_path_factory.getbasetemp() / "tiny_journey_model")
+
+
+def events_frame(model: TinyModel) -> pd.DataFrame:
+    return pq.read_table(model.synth / "events").to_pandas()
+
+
+def reference_scores(model: TinyModel, cutoff: str) -> pd.DataFrame:
+    """Scorer.score_events on the events before the cut-off: what every scoring path must reproduce."""
+    events = events_frame(model)
+    moment = pd.Timestamp(cutoff, tz="UTC")
+    events = events[events["ts"] < moment].copy()
+    events["cutoff"] = moment
+    return Scorer.load(model.bundle).score_events(events).set_index("customer_id").sort_index()
+
+
+def config(model: TinyModel, out: Path, **overrides) -> BatchScoringConfig:
+    values = {"model": str(model.bundle), "events_dir": str(model.synth), "out_dir": str(out), "cutoff": CUTOFF,
+              "progress": False, **overrides}
+    return BatchScoringConfig(**values)
+
+
+def assert_same_scores(scored: pd.DataFrame, reference: pd.DataFrame, tolerance: float = 1e-5) -> None:
+    scored = scored.set_index("customer_id").sort_index()
+    assert scored.index.is_unique
+    assert list(scored.index) == list(reference.index)
+    for column in [c for c in reference.columns if c.startswith("p_")]:
+        assert np.abs(scored[column].to_numpy() - reference[column].to_numpy()).max() <= tolerance, column
+    assert (scored["next_event_1"].to_numpy() == reference["next_event_1"].to_numpy()).all()
+    assert (scored["n_events"].to_numpy() == reference["n_events"].to_numpy()).all()
+
+
+def test_every_customer_is_scored_once_with_the_scorers_scores_and_reasons(model, tmp_path):
+    out = tmp_path / "scores"
+    report = score_batch(config(model, out, events_per_partition=15_000))
+    events = events_frame(model)
+    with_history = events.loc[events["ts"] < pd.Timestamp(CUTOFF, tz="UTC"), "customer_id"].nunique()
+
+    assert report.partitions >= 4
+    assert report.customers == with_history
+    assert report.skipped_no_history == events["customer_id"].nunique() - with_history > 0
+    assert report.events_after_cutoff == int((events["ts"] >= pd.Timestamp(CUTOFF, tz="UTC")).sum())
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST_FILE] + [f"part-{i:05d}.parquet" for i in range(report.partitions)]
+
+    scored = read_scores(out).to_pandas()
+    assert_same_scores(scored, reference_scores(model, CUTOFF))
+    _, identity = open_model(model.bundle)
+    assert set(scored["model_version"]) == {identity.version} and set(scored["model_name"]) == {"bundle"}
+    assert set(scored["cutoff"]) == {pd.Timestamp(CUTOFF, tz="UTC")}
+
+    tasks = {"churn", "default", "uptake", "next_event", "next_item"}
+    for reasons in scored["top_reasons"]:
+        by_task: dict[str, list[float]] = {}
+        for reason in reasons:
+            assert reason["events"] >= 1 and 0.0 <= reason["weight"] <= 1.0 + 1e-6
+            by_task.setdefault(reason["task"], []).append(reason["weight"])
+        assert set(by_task) == tasks
+        for weights in by_task.values():
+            assert 1 <= len(weights) <= 3 and weights == sorted(weights, reverse=True) and sum(weights) <= 1 + 1e-5
+    manifest = json.loads((out / MANIFEST_FILE).read_text())
+    assert manifest["customers"] == report.customers and manifest["model_version"] == identity.version
+
+
+def test_last_event_cutoff_scores_like_the_scorer_default(model, tmp_path):
+    report = score_batch(config(model, tmp_path / "scores", cutoff="last-event", top_reasons=0))
+    scored = read_scores(tmp_path / "scores").to_pandas()
+    assert "top_reasons" not in scored.columns and report.skipped_no_history == 0
+    reference = Scorer.load(model.bundle).score_events(events_frame(model)).set_index("customer_id").sort_index()
+    assert_same_scores(scored, reference, tolerance=1e-6)
+
+
+def test_an_interrupted_job_resumes_without_duplicated_or_missing_customers(model, tmp_path):
+    out = tmp_path / "scores"
+    command = [sys.executable, "-m", "journey_model.cli", "-q", "score", "--model", str(model.bundle), "--events",
+               str(model.synth), "--out", str(out), "--cutoff", CUTOFF, "--events-per-partition", "1500",
+               "--chunk-customers", "2"]
+    job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(out.glob("part-*.parquet"))) < 3 and job.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        job.send_signal(signal.SIGKILL)  # no chance to clean up: the hardest kind of interruption
+    finally:
+        job.wait(30)
+    finished_before = sorted(out.glob("part-*.parquet"))
+    assert job.returncode == -signal.SIGKILL, f"the job ended before it was interrupted: {job.stderr.read()[-2000:]!r}"
+    assert not (out / MANIFEST_FILE).exists() and 3 <= len(finished_before)
+
+    report = score_batch(config(model, out, events_per_partition=1500))  # chunk size may change on resume
+    assert report.resumed_partitions >= 3 and len(finished_before) < report.partitions
+    assert not [p for p in out.iterdir() if p.name.startswith(".") or p.name == "_work"]  # no leftovers
+    assert_same_scores(read_scores(out).to_pandas(), reference_scores(model, CUTOFF))
+
+
+def test_a_finished_job_is_kept_and_another_job_is_not_mixed_into_its_folder(model, tmp_path):
+    out = tmp_path / "scores"
+    first = score_batch(config(model, out, top_reasons=0))
+    written = {p: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")}
+    again = score_batch(config(model, out, top_reasons=0))
+    assert again.customers == first.customers
+    assert {p: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")} == written  # nothing rewritten
+    with pytest.raises(BatchScoringError, match="already holds scores"):
+        score_batch(config(model, out, top_reasons=0, cutoff="2024-06-01"))
+    replaced = score_batch(config(model, out, top_reasons=0, cutoff="2024-06-01"), overwrite=True)
+    assert replaced.cutoff.startswith("2024-06-01") and replaced.customers == 400
+
+
+def test_cli_scores_and_explains_bad_options(model, tmp_path, capsys):
+    out = tmp_path / "scores"
+    code = journey(["-q", "score", "--model", str(model.bundle), "--events", str(model.synth), "--out", str(out),
+                    "--cutoff", "2024-06-01T00:00:00Z", "--top-reasons", "0"])
+    assert code == 0
+    assert "scored 400 customers" in capsys.readouterr().out
+    assert journey(["-q", "score", "--model", str(model.bundle), "--events", str(model.synth), "--out",
+                    str(tmp_path / "other"), "--cutoff", "first of June"]) == 1
+    assert "cutoff 'first of June': not an ISO date" in capsys.readouterr().err
+    assert journey(["-q", "score", "--model", str(tmp_path / "missing"), "--events", str(model.synth), "--out",
+                    str(tmp_path / "other")]) == 1
+    assert "neither a model bundle folder" in capsys.readouterr().err
