@@ -69,6 +69,7 @@ METRIC_KEYS: dict[str, list[str]] = {
     "outcome": ["auc/churn", "auc/default", "auc/uptake", "pr_auc/churn"],
     "next_event": ["acc", "hr_at_5", "mrr"],
     "next_item": ["acc/item", "hr_at_10/item", "mrr/item", "sampled_auc/item"],
+    "forecast": ["step_acc/1", "step_acc/3", "step_acc/5", "edit_distance_norm"],
 }
 # Model config overrides shared by every neural model (compare_models drops them for bag and the counts).
 MODEL_OVERRIDES = {"hidden_size": 64, "num_heads": 4, "field_dim": 16}
