@@ -48,7 +48,8 @@ import torch
 from tqdm.auto import tqdm
 
 from journey_model.explain import REASON_TYPE, explain_rows, reasons_column
-from journey_model.prepare import customer_hash, event_files, peak_rss_mb
+from journey_model.partitioning import event_files, partition_count, spill_by_customer
+from journey_model.prepare import peak_rss_mb
 from journey_model.schema import CUSTOMER_ID, TIMESTAMP, TIMESTAMP_TYPE, conform_table
 from journey_model.scoring import ModelIdentity, Scorer, ScoringError, open_model
 from journey_model.sequences import CUTOFF, timestamps_to_micros
@@ -264,33 +265,19 @@ class _LocalJob:
     def spill(self, state: dict[str, Any]) -> dict[str, Any]:
         """Pass 1: hash-partition every event by customer into the work folder."""
         total_rows = sum(pq.ParquetFile(p).metadata.num_rows for p in self.files)
-        partitions = max(1, math.ceil(total_rows / self.config.events_per_partition))
+        partitions = partition_count(self.files, self.config.events_per_partition)
         spill = self.work / "spill"
         shutil.rmtree(spill, ignore_errors=True)
-        spill.mkdir(parents=True)
-        schema = self.dataset.arrow_schema()
-        writers: dict[int, pq.ParquetWriter] = {}
-        after_cutoff = 0
         cutoff = state["cutoff_micros"]
-        bar = tqdm(total=total_rows, unit="ev", unit_scale=True, desc="spill", disable=not self.config.progress)
-        try:
-            for path in self.files:
-                parquet = pq.ParquetFile(path)
-                present = [c for c in schema.names if c in parquet.schema_arrow.names]
-                for batch in parquet.iter_batches(batch_size=self.config.batch_rows, columns=present):
-                    table = conform_table(pa.Table.from_batches([batch]), self.dataset, source=str(path))
-                    if cutoff is not None:
-                        after_cutoff += int(np.count_nonzero(timestamps_to_micros(table.column(TIMESTAMP)) >= cutoff))
-                    part = customer_hash(table.column(CUSTOMER_ID)) % partitions
-                    for p in np.unique(part):
-                        if p not in writers:
-                            writers[p] = pq.ParquetWriter(spill / f"part-{p:05d}.parquet", schema, compression="lz4")
-                        writers[p].write_table(table.filter(pa.array(part == p)))
-                    bar.update(table.num_rows)
-        finally:
-            bar.close()
-            for writer in writers.values():
-                writer.close()
+        after_cutoff = 0
+
+        def count_after_cutoff(table: pa.Table) -> None:
+            nonlocal after_cutoff
+            if cutoff is not None:
+                after_cutoff += int(np.count_nonzero(timestamps_to_micros(table.column(TIMESTAMP)) >= cutoff))
+
+        spill_by_customer(self.files, self.dataset, spill, partitions, self.config.batch_rows,
+                          on_batch=count_after_cutoff, progress=self.config.progress)
         state.update(spilled=True, partitions=partitions, events=total_rows, events_after_cutoff=after_cutoff)
         _write_json_atomic(state, self.work / "job.json")
         return state

@@ -38,13 +38,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from journey_model.preprocessing import (
-    FieldStatistics,
-    PreprocessingConfig,
-    Preprocessor,
-    canonical_columns,
-)
-from journey_model.schema import CUSTOMER_ID, TIMESTAMP, TIMESTAMP_TYPE, DatasetConfig, conform_table
+from journey_model.partitioning import customer_hash, event_files, partition_count, spill_by_customer
+from journey_model.preprocessing import FieldStatistics, PreprocessingConfig, Preprocessor
+from journey_model.schema import CUSTOMER_ID, TIMESTAMP, TIMESTAMP_TYPE, DatasetConfig
 from journey_model.sequences import CUTOFF, MICROS_PER_DAY, timestamps_to_micros
 
 log = logging.getLogger(__name__)
@@ -150,24 +146,6 @@ def _to_micros(date: str) -> int:
     return int(stamp.value // 1000)
 
 
-def customer_hash(customers: pa.Array | pa.ChunkedArray, salt: int = 0) -> np.ndarray:
-    """A stable 64-bit hash per customer id (same id -> same value, across runs and machines)."""
-    encoded = pc.dictionary_encode(customers)
-    if isinstance(encoded, pa.ChunkedArray):
-        encoded = encoded.combine_chunks()
-    unique = encoded.dictionary.to_numpy(zero_copy_only=False).astype(object)
-    hashed = pd.util.hash_array(unique, hash_key=f"journey{salt:09d}"[:16].ljust(16, "0"), categorize=False)
-    return hashed[encoded.indices.to_numpy(zero_copy_only=False)]
-
-
-def event_files(events_dir: Path) -> list[Path]:
-    folder = events_dir / "events" if (events_dir / "events").is_dir() else events_dir
-    files = sorted(folder.glob("*.parquet"))
-    if not files:
-        raise PrepareError(f"{events_dir}: no event Parquet files (expected {folder}/part-*.parquet)")
-    return files
-
-
 def hash_files(files: list[Path]) -> str:
     digest = hashlib.sha256()
     for path in files:
@@ -204,7 +182,10 @@ class _Job:
         if not dataset_file.exists():
             raise PrepareError(f"{self.events_dir}: no dataset.yaml (write one with `journey ingest` or `journey synth`)")
         self.dataset = DatasetConfig.load(dataset_file)
-        self.files = event_files(self.events_dir)
+        try:
+            self.files = event_files(self.events_dir)
+        except ValueError as error:
+            raise PrepareError(str(error)) from error
         if (self.out / MANIFEST_FILE).exists():
             if not overwrite:
                 raise PrepareError(f"{self.out} already holds a complete prepared dataset; pass overwrite to rebuild")
@@ -300,35 +281,15 @@ class _Job:
     # ---- pass 1: scan
     def scan(self) -> tuple[FieldStatistics, FieldStatistics, int, str]:
         """Fit statistics (restricted), full statistics, the number of partitions, the input hash."""
-        total_rows = sum(pq.ParquetFile(p).metadata.num_rows for p in self.files)
-        partitions = max(1, -(-total_rows // self.config.events_per_partition))
-        spill = self.work / "spill"
-        spill.mkdir(parents=True, exist_ok=True)
-        columns = canonical_columns(self.dataset)
-        schema = self.dataset.arrow_schema()
-        writers: dict[int, pq.ParquetWriter] = {}
+        partitions = partition_count(self.files, self.config.events_per_partition)
         fit_stats, all_stats = FieldStatistics(), FieldStatistics()
-        bar = tqdm(total=total_rows, unit="ev", desc="scan", disable=not self.progress, unit_scale=True)
-        try:
-            for path in self.files:
-                parquet = pq.ParquetFile(path)
-                present = [c for c in columns if c in parquet.schema_arrow.names]
-                for batch in parquet.iter_batches(batch_size=self.config.batch_rows, columns=present):
-                    table = conform_table(pa.Table.from_batches([batch]), self.dataset, source=str(path))
-                    all_stats.update(table, self.dataset)
-                    fit_stats.update(table.filter(self._fit_mask(table)), self.dataset)
-                    part = customer_hash(table.column(CUSTOMER_ID)) % partitions
-                    for p in np.unique(part):
-                        if p not in writers:
-                            writers[p] = pq.ParquetWriter(spill / f"part-{p:05d}.parquet.tmp", schema, compression="lz4")
-                        writers[p].write_table(table.filter(pa.array(part == p)))
-                    bar.update(table.num_rows)
-        finally:
-            bar.close()
-            for writer in writers.values():
-                writer.close()
-        for p in writers:
-            os.replace(spill / f"part-{p:05d}.parquet.tmp", spill / f"part-{p:05d}.parquet")
+
+        def gather_statistics(table: pa.Table) -> None:
+            all_stats.update(table, self.dataset)
+            fit_stats.update(table.filter(self._fit_mask(table)), self.dataset)
+
+        spill_by_customer(self.files, self.dataset, self.work / "spill", partitions, self.config.batch_rows,
+                          on_batch=gather_statistics, progress=self.progress, desc="scan")
         return fit_stats, all_stats, partitions, hash_files(self.files)
 
     def _fit_mask(self, table: pa.Table) -> pa.Array:
