@@ -113,10 +113,7 @@ class Comparison:
 
     def plot(self, metric_keys: list[str], path: str | Path) -> Path:
         """Bar chart of the chosen metrics per model, saved as PNG."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from journey_model.plots import plt, save_figure
 
         rows = [r for r in self.rows if not r.skipped]
         fig, axes = plt.subplots(1, len(metric_keys), figsize=(4 * len(metric_keys), 0.45 * len(rows) + 1.5),
@@ -128,13 +125,7 @@ class Comparison:
             ax.invert_yaxis()
             ax.set_xlim(0, 1)
         fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-        fig.savefig(tmp, dpi=100)
-        plt.close(fig)
-        os.replace(tmp, path)
-        return path
+        return save_figure(fig, path)
 
 
 def _row_from_result(name: str, result: TrainResult) -> ComparisonRow:

@@ -28,7 +28,8 @@ SCORE_PREFIXES = ("val/auc/", "val/pr_auc/", "val/acc", "val/hr_at_", "val/ndcg_
                   "val/step_acc/")
 
 
-def _save(fig: plt.Figure, path: str | Path) -> Path:
+def save_figure(fig: plt.Figure, path: str | Path) -> Path:
+    """Write ``fig`` as PNG atomically (a hidden temporary file, then a rename) and close it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
@@ -68,7 +69,7 @@ def plot_learning_curves(history: Sequence[dict[str, float]], path: str | Path) 
         ax.set_xlabel("epoch")
         ax.set_title("learning rate (end of epoch)")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_roc_pr(curves: dict[str, OutcomeCurves], path: str | Path) -> Path | None:
@@ -87,7 +88,7 @@ def plot_roc_pr(curves: dict[str, OutcomeCurves], path: str | Path) -> Path | No
     roc_ax.legend(fontsize=8)
     pr_ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_calibration(curves: dict[str, OutcomeCurves], path: str | Path) -> Path | None:
@@ -103,7 +104,7 @@ def plot_calibration(curves: dict[str, OutcomeCurves], path: str | Path) -> Path
            xlim=(0, 1), ylim=(0, 1))
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def attention_rows(attentions: dict[str, torch.Tensor], row: int) -> dict[str, np.ndarray]:
@@ -147,7 +148,7 @@ def plot_attention(attentions: dict[str, torch.Tensor], lengths: Sequence[int], 
         ax.set_title(title, fontsize=8)
         fig.colorbar(image, ax=ax, fraction=0.02, pad=0.01)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 __all__ = ["plot_attention", "plot_calibration", "plot_learning_curves", "plot_roc_pr", "attention_rows"]
