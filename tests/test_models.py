@@ -556,7 +556,7 @@ def test_luong_score_is_chosen_by_override() -> None:
 
 
 def test_clear_errors() -> None:
-    with pytest.raises(UnknownModelError, match="valid models: atrank, gru"):
+    with pytest.raises(UnknownModelError, match="valid models: atrank, atrank-reference, gru"):
         build_model("atrnak", SPEC)
     with pytest.raises(UnsupportedTaskError, match=r"'markov' cannot answer task 'outcome'"):
         build_model("markov", SPEC, tasks=["outcome"])

@@ -54,3 +54,13 @@ def test_cli_explains_a_pairing_that_makes_no_sense(prepared, tmp_path, capsys):
                     "--output-dir", str(tmp_path)])
     assert code == 1
     assert "model 'markov' cannot answer task 'outcome'" in capsys.readouterr().err
+
+
+def test_the_reference_preset_is_a_model_name(prepared):
+    """`--model atrank-reference` builds ATRank with the reference code's sizes, init and optimiser."""
+    from journey_model.models import ATRankConfig, build_model
+    from journey_model.preprocessing import Preprocessor
+
+    model = build_model("atrank-reference", Preprocessor.load(prepared).feature_spec())
+    assert model.config == ATRankConfig.reference(multi_behaviour=True)
+    assert (model.config.optimizer, model.config.learning_rate, model.config.layer_norm_eps) == ("sgd", 1.0, 1e-8)

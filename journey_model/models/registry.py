@@ -10,7 +10,7 @@ contradict the name fail with errors that list what is valid.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from journey_model.batch import FeatureSpec
 from journey_model.models.atrank import ATRank, ATRankConfig
@@ -49,6 +49,13 @@ def _rnn(cell: str, attention: str = "none", cho: bool = False) -> dict[str, obj
 MODELS: dict[str, ModelEntry] = {
     "atrank": ModelEntry(
         ATRank, ATRankConfig, "ATRank self-attention + task-query attention (Zhou et al. 2018)"
+    ),
+    "atrank-reference": ModelEntry(
+        ATRank,
+        ATRankConfig,
+        "ATRank as the reference code: 64 per field, H 256, 8 heads, eps 1e-8, SGD lr 1.0 -> 0.1, clip 5 "
+        "(its batch: --batch-size 32)",
+        defaults=asdict(ATRankConfig.reference(multi_behaviour=True)),
     ),
     "gru": ModelEntry(
         Seq2Seq,
