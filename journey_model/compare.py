@@ -23,12 +23,11 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from journey_model.models.registry import supported_tasks
+from journey_model.models.registry import config_fields, supported_tasks
 from journey_model.preprocessing import Preprocessor
 from journey_model.tasks import parse_task
 from journey_model.training import TrainConfig, TrainResult, train
 
-COUNT_MODELS = ("markov", "most-frequent")
 DEFAULT_MODELS = ["atrank", "gru-bahdanau", "lstm-luong", "transformer", "bag", "markov"]
 # Test-metric columns of the table per task (keys without "test/"); outcome columns are per outcome name.
 TASK_METRICS: dict[str, list[str]] = {
@@ -165,8 +164,10 @@ def compare_models(models: list[str], base: TrainConfig, progress_print: bool = 
             config = replace(base, model=name, tasks=[t.value for t in usable] if usable else None,
                              output_dir=str(Path(base.output_dir) / "compare"), experiment=experiment,
                              register=False, run_name=name)
-            if name in ("bag", *COUNT_MODELS):
-                config = replace(config, model_overrides={})
+            # One override set serves the whole zoo: each model takes the fields its config has (hidden_size
+            # for the neural ones, count_history for the counting ones) and ignores the rest.
+            accepted = config_fields(name)
+            config = replace(config, model_overrides={k: v for k, v in base.model_overrides.items() if k in accepted})
             try:
                 result = train(config)
             except Exception as error:  # noqa: BLE001 - becomes a visible row, the others still train

@@ -64,3 +64,20 @@ def test_the_reference_preset_is_a_model_name(prepared):
     model = build_model("atrank-reference", Preprocessor.load(prepared).feature_spec())
     assert model.config == ATRankConfig.reference(multi_behaviour=True)
     assert (model.config.optimizer, model.config.learning_rate, model.config.layer_norm_eps) == ("sgd", 1.0, 1e-8)
+
+
+def test_compare_hands_each_model_the_overrides_its_config_has(prepared, tmp_path):
+    """One override set for the zoo: markov ignores hidden_size but does take count_history."""
+    from journey_model.compare import compare_models
+    from journey_model.models.registry import config_fields
+
+    assert "count_history" in config_fields("markov") and "hidden_size" not in config_fields("markov")
+
+    def markov_mrr(count_history: bool) -> float:
+        base = TrainConfig(data_dir=str(prepared), tasks=["next_event"], progress=False, output_dir=str(tmp_path),
+                           model_overrides={"hidden_size": 16, "count_history": count_history})
+        row = compare_models(["markov"], base, progress_print=False).rows[0]
+        assert row.skipped is None
+        return row.metrics["mrr"]
+
+    assert markov_mrr(True) != markov_mrr(False)

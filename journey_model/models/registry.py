@@ -131,6 +131,11 @@ def _entry(name: str) -> ModelEntry:
     return MODELS[name]
 
 
+def config_fields(name: str) -> set[str]:
+    """The config fields model ``name`` accepts as overrides."""
+    return {f.name for f in fields(_entry(name).config_class)}
+
+
 def supported_tasks(name: str) -> frozenset[Task]:
     """The tasks model ``name`` can answer, without building it."""
     return _entry(name).model_class.supported_tasks
