@@ -119,7 +119,8 @@ class Comparison:
                                  squeeze=False)
         for ax, key in zip(axes[0], metric_keys):
             values = [r.metrics.get(key, float("nan")) for r in rows]
-            ax.barh([r.model for r in rows], values, color="#4477aa")
+            bars = ax.barh([r.model for r in rows], values, color="#4477aa")
+            ax.bar_label(bars, labels=[f"{v:.3f}" for v in values], padding=2, fontsize=8)
             ax.set_title(key)
             ax.invert_yaxis()
             ax.set_xlim(0, 1)
