@@ -146,11 +146,15 @@ def test_an_interrupted_job_resumes_without_duplicated_or_missing_customers(mode
     finally:
         job.wait(30)
     finished_before = sorted(out.glob("part-*.parquet"))
+    # A partition killed between publishing its part and writing its done-marker is redone (its part replaced
+    # atomically), so the resumed count is the markers, which may be one fewer than the parts.
+    marked_done = len(list((out / "_work").glob("done-*.json")))
     assert job.returncode == -signal.SIGKILL, f"the job ended before it was interrupted: {job.stderr.read()[-2000:]!r}"
     assert not (out / MANIFEST_FILE).exists() and 3 <= len(finished_before)
+    assert len(finished_before) - 1 <= marked_done <= len(finished_before)
 
     report = score_batch(config(model, out, events_per_partition=1500))  # chunk size may change on resume
-    assert report.resumed_partitions >= 3 and len(finished_before) < report.partitions
+    assert report.resumed_partitions == marked_done and len(finished_before) < report.partitions
     assert not [p for p in out.iterdir() if p.name.startswith(".") or p.name == "_work"]  # no leftovers
     assert_same_scores(read_scores(out).to_pandas(), reference_scores(model, CUTOFF))
 
