@@ -21,11 +21,9 @@ from mlflow.tracking import MlflowClient
 from journey_model.cli import main as journey
 from journey_model.config import ConfigError, TrainConfig, load_config
 from journey_model.model_registry import PromotionError, promote, register_run_model
-from journey_model.prepare import PrepareConfig, prepare
-from journey_model.preprocessing import PreprocessingConfig, Preprocessor
+from journey_model.preprocessing import Preprocessor
 from journey_model.pyfunc import load_scorer, registered_model_name
 from journey_model.scoring import Scorer
-from journey_model.synth import generate
 from journey_model.tracking import mlflow_scope
 from journey_model.training import train
 
@@ -34,12 +32,8 @@ MODEL_NAME = registered_model_name("synth_bank", "outcome")
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tracking")
-    generate(root / "synth", customers=400, seed=5, progress=False)
-    prepare(PrepareConfig(events_dir=str(root / "synth"), out_dir=str(root / "ds"), cutoff_strategy="labels",
-                          label_horizon_days=30, preprocessing=PreprocessingConfig(max_len=40)), progress=False)
-    return root
+def prepared(synthetic_journeys):
+    return synthetic_journeys(400, seed=5, max_len=40)
 
 
 @pytest.fixture(scope="module")

@@ -7,21 +7,14 @@ import json
 import pytest
 
 from journey_model.cli import main as journey
-from journey_model.prepare import PrepareConfig, prepare
-from journey_model.preprocessing import PreprocessingConfig
-from journey_model.synth import generate
 from journey_model.training import TrainConfig, train
 
 SMALL_MODEL = {"hidden_size": 32, "num_heads": 4, "field_dim": 16}
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("journeys")
-    generate(root / "synth", customers=1500, seed=3, progress=False)
-    prepare(PrepareConfig(events_dir=str(root / "synth"), out_dir=str(root / "ds"), cutoff_strategy="labels",
-                          label_horizon_days=30, preprocessing=PreprocessingConfig(max_len=60)), progress=False)
-    return root / "ds"
+def prepared(synthetic_journeys):
+    return synthetic_journeys(1500, seed=3, max_len=60) / "ds"
 
 
 def test_atrank_learns_the_planted_outcomes_well_above_chance(prepared, tmp_path):

@@ -17,21 +17,14 @@ from lightning.pytorch.callbacks import Callback
 from mlflow.tracking import MlflowClient
 
 from journey_model.datamodule import LengthBucketBatchSampler, RankSliceBatchSampler
-from journey_model.prepare import PrepareConfig, prepare
-from journey_model.preprocessing import PreprocessingConfig
-from journey_model.synth import generate
 from journey_model.training import TrainConfig, _precision, train
 
 TINY_MODEL = {"hidden_size": 16, "num_heads": 2, "field_dim": 8}
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("scale")
-    generate(root / "synth", customers=400, seed=11, progress=False)
-    prepare(PrepareConfig(events_dir=str(root / "synth"), out_dir=str(root / "ds"), cutoff_strategy="labels",
-                          label_horizon_days=30, preprocessing=PreprocessingConfig(max_len=40)), progress=False)
-    return root / "ds"
+def prepared(synthetic_journeys):
+    return synthetic_journeys(400, seed=11, max_len=40) / "ds"
 
 
 def tiny_config(prepared, tmp_path, **changes) -> TrainConfig:
