@@ -27,6 +27,8 @@ PAD_ID = 0
 OOV_ID = 1
 BOS_ID = 2
 EOS_ID = 3
+EVENT_TYPE_SPECIAL_IDS: tuple[int, ...] = (PAD_ID, OOV_ID, BOS_ID, EOS_ID)  # reserved in the event-type vocabulary
+FIELD_SPECIAL_IDS: tuple[int, ...] = (PAD_ID, OOV_ID)  # reserved in item / categorical field vocabularies
 
 
 @dataclass

@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
-from journey_model.batch import EOS_ID, SequenceBatch, collate_examples
+from journey_model.batch import EOS_ID, EVENT_TYPE_SPECIAL_IDS, SequenceBatch, collate_examples
 from journey_model.models import build_model
 from journey_model.models.base import JourneyModel
 from journey_model.models.output import ModelOutput
@@ -35,7 +35,6 @@ from journey_model.tasks import Task
 
 MODEL_FILE = "model.pt"
 BUNDLE_VERSION = 1
-SPECIAL_EVENT_IDS = (0, 1, 2, 3)
 
 
 class ScoringError(ValueError):
@@ -188,9 +187,9 @@ class Scorer:
                 columns[f"p_{name}"] = probabilities[:, j]
         if output.next_event_logits is not None:
             logits = output.next_event_logits.float().clone()
-            logits[:, list(SPECIAL_EVENT_IDS)] = float("-inf")
+            logits[:, list(EVENT_TYPE_SPECIAL_IDS)] = float("-inf")
             probabilities = torch.softmax(logits, dim=-1)
-            top = probabilities.topk(min(self.top_k, probabilities.shape[1] - len(SPECIAL_EVENT_IDS)), dim=-1)
+            top = probabilities.topk(min(self.top_k, probabilities.shape[1] - len(EVENT_TYPE_SPECIAL_IDS)), dim=-1)
             for k in range(top.indices.shape[1]):
                 columns[f"next_event_{k + 1}"] = self.event_types.decode(top.indices[:, k].tolist())
                 columns[f"p_next_event_{k + 1}"] = top.values[:, k].numpy()

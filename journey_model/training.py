@@ -48,12 +48,10 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 from torchmetrics import MeanMetric
 
-from journey_model.batch import SequenceBatch
+from journey_model.batch import EVENT_TYPE_SPECIAL_IDS, FIELD_SPECIAL_IDS, PAD_ID, SequenceBatch
 from journey_model.config import TrainConfig
 from journey_model.datamodule import JourneyDataModule
 from journey_model.metrics import (
-    EVENT_TYPE_SPECIAL_IDS,
-    FIELD_SPECIAL_IDS,
     ForecastMetrics,
     NextEventMetrics,
     OutcomeCurves,
@@ -217,11 +215,12 @@ class JourneyModule(L.LightningModule):
             self.metrics[f"{stage}_next_event"].update(output.next_event_logits.float(), batch.next_event_type)
         if output.next_item_logits is not None and batch.next_item is not None:
             logits = output.next_item_logits.float()
-            known = batch.next_item.clone()
-            known[known == 0] = FIELD_SPECIAL_IDS[-1] + 1 if logits.shape[1] > 2 else 0
-            negatives = sample_negative_ids(
-                known.cpu(), logits.shape[1], excluded_ids=FIELD_SPECIAL_IDS, generator=self._negative_generator
-            ).to(logits.device) if logits.shape[1] > 3 else None
+            negatives = None
+            if logits.shape[1] > len(FIELD_SPECIAL_IDS) + 1:  # two real items at least: every positive has a negative
+                # Rows with an unknown target (0) are skipped by the metric; the first real id stands in for them.
+                positives = batch.next_item.where(batch.next_item != PAD_ID, len(FIELD_SPECIAL_IDS))
+                negatives = sample_negative_ids(positives.cpu(), logits.shape[1], excluded_ids=FIELD_SPECIAL_IDS,
+                                                generator=self._negative_generator).to(logits.device)
             self.metrics[f"{stage}_next_item"].update(logits, batch.next_item, negatives)
         if Task.FORECAST in self.tasks and batch.forecast is not None and stage == "test":
             predicted = self.model.forecast(batch).tokens

@@ -11,9 +11,8 @@ import pytest
 import torch
 from torchmetrics.functional.classification import binary_calibration_error, multiclass_accuracy
 
+from journey_model.batch import EVENT_TYPE_SPECIAL_IDS, FIELD_SPECIAL_IDS
 from journey_model.metrics import (
-    EVENT_TYPE_SPECIAL_IDS,
-    FIELD_SPECIAL_IDS,
     ForecastMetrics,
     NextEventMetrics,
     OutcomeMetrics,
