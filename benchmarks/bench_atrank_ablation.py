@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from journey_model.prepare import MANIFEST_FILE, PrepareConfig, prepare
-from journey_model.preprocessing import PreprocessingConfig
-from journey_model.synth import generate
-from journey_model.training import TrainConfig, train
+from journey_model.data.prepare import MANIFEST_FILE, PrepareConfig, prepare
+from journey_model.data.preprocessing import PreprocessingConfig
+from journey_model.data.synth import generate
+from journey_model.training.train import TrainConfig, train
 
 BASE = {"hidden_size": 64, "num_heads": 4, "field_dim": 16}
 VARIANTS = {

@@ -32,11 +32,11 @@ def build_model(workdir: Path) -> Path:
     bundle = workdir / "model" / "bundle"
     if (bundle / "model.pt").exists():
         return bundle
-    from journey_model.prepare import PrepareConfig, prepare
-    from journey_model.preprocessing import Preprocessor
-    from journey_model.scoring import Scorer
-    from journey_model.synth import generate
-    from journey_model.training import TrainConfig, train
+    from journey_model.data.prepare import PrepareConfig, prepare
+    from journey_model.data.preprocessing import Preprocessor
+    from journey_model.data.synth import generate
+    from journey_model.inference.scorer import Scorer
+    from journey_model.training.train import TrainConfig, train
 
     root = workdir / "model"
     generate(root / "synth", customers=2000, seed=1, progress=False)
@@ -51,7 +51,7 @@ def build_model(workdir: Path) -> Path:
 def synth_events(workdir: Path, customers: int) -> Path:
     folder = workdir / f"synth_{customers}"
     if not (folder / "dataset.yaml").exists():
-        from journey_model.synth import generate
+        from journey_model.data.synth import generate
 
         generate(folder, customers=customers, seed=7, progress=False)
     return folder
@@ -61,7 +61,7 @@ def run_one(model: str, events: str, out: str, top_reasons: int, torch_threads: 
     """Runs in the child process: score once, print the report as JSON."""
     from dataclasses import asdict
 
-    from journey_model.batch_scoring import BatchScoringConfig, score_batch
+    from journey_model.inference.batch_scoring import BatchScoringConfig, score_batch
 
     report = score_batch(BatchScoringConfig(model=model, events_dir=events, out_dir=out, cutoff="2025-01-01",
                                             top_reasons=top_reasons, torch_threads=torch_threads,

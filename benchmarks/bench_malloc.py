@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    journey = [sys.executable, "-m", "journey_model.cli", "-q"]
+    journey = [sys.executable, "-m", "pipelines.cli", "-q"]
     scratch = Path("work/bench_malloc")
     commands = {
         "train atrank, 3 epochs": journey + ["train", "--data", args.data, "--model", "atrank", "--task", "outcome",

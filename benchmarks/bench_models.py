@@ -1,16 +1,16 @@
 """Benchmark the model zoo: every model, same data, same budget, one table per task (issue 3's evidence).
 
-Two data sets, each trained through :func:`journey_model.compare.compare_models` (the same path as
+Two data sets, each trained through :func:`pipelines.compare.compare_models` (the same path as
 `journey train`), so every model sees the same prepared examples, epochs, batch size and early stopping:
 
-* **Synthetic bank** (:mod:`journey_model.synth`, planted order- and time-dependent causes of churn, default
+* **Synthetic bank** (:mod:`journey_model.data.synth`, planted order- and time-dependent causes of churn, default
   and product uptake): ``synth.generate`` -> ``prepare`` (labels cut-offs, 30-day label horizon, time split:
   validation = second-last cut-off, test = last cut-off, ``max_len`` 100) -> every model of
   :func:`journey_model.models.list_models` on the ``outcome`` task, then on the ``next_event`` task. Models
   that cannot answer a task are listed as skipped with the reason. Results:
   ``benchmarks/results/models_synth_outcome.{json,png}`` and ``models_synth_next_event.{json,png}``.
 * **Taobao UserBehavior** (real data, ``/work/shared/data/taobao_userbehavior/UserBehavior_first_users.csv``;
-  skipped with a message when the file is absent): ``ingest`` with ``configs/taobao.yaml`` -> ``prepare``
+  skipped with a message when the file is absent): ``ingest`` with ``journey_model/data/mappings/taobao.yaml`` -> ``prepare``
   (every event a cut-off, the 30 most recent per user, time split: validation from 2017-12-02, test from
   2017-12-03, ``max_len`` 50, hour time buckets) -> atrank, gru, markov, most-frequent on ``next_event``
   and on ``next_item``. Results: ``benchmarks/results/models_taobao_next_event.{json,png}`` and
@@ -50,18 +50,18 @@ from pathlib import Path
 
 import torch
 
-from journey_model.compare import Comparison, ComparisonRow, compare_models
-from journey_model.ingest import ingest
+from journey_model.data.ingest import ingest
+from journey_model.data.prepare import PrepareConfig, prepare
+from journey_model.data.preprocessing import PreprocessingConfig
+from journey_model.data.synth import generate
 from journey_model.models import list_models
-from journey_model.prepare import PrepareConfig, prepare
-from journey_model.preprocessing import PreprocessingConfig
-from journey_model.synth import generate
-from journey_model.training import TrainConfig
+from journey_model.training.train import TrainConfig
+from pipelines.compare import Comparison, ComparisonRow, compare_models
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 TAOBAO_CSV = Path("/work/shared/data/taobao_userbehavior/UserBehavior_first_users.csv")
-TAOBAO_MAPPING = REPO_ROOT / "journey_model" / "configs" / "taobao.yaml"
+TAOBAO_MAPPING = REPO_ROOT / "journey_model" / "data" / "mappings" / "taobao.yaml"
 TAOBAO_MODELS = ["atrank", "gru", "markov", "most-frequent"]
 
 # Metric columns of each task's table (test metrics, keys without "test/").

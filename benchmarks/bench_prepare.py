@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from journey_model.schema import DatasetConfig, conform_table
+from journey_model.data.schema import DatasetConfig, conform_table
 
 EVENT_TYPES = np.array(["login", "card_payment", "transfer_out", "transfer_in", "fee", "product_view", "complaint"])
 PROBS = np.array([0.35, 0.3, 0.1, 0.08, 0.05, 0.1, 0.02])
@@ -56,8 +56,8 @@ def write_random_events(folder: Path, n_events: int, seed: int = 0, part_events:
 
 def run_one(events_dir: Path, out_dir: Path, events_per_partition: int) -> dict:
     """Runs in the child process: prepare once, report speed and this process's peak RSS."""
-    from journey_model.prepare import PrepareConfig, prepare
-    from journey_model.preprocessing import PreprocessingConfig
+    from journey_model.data.prepare import PrepareConfig, prepare
+    from journey_model.data.preprocessing import PreprocessingConfig
 
     config = PrepareConfig(
         events_dir=str(events_dir), out_dir=str(out_dir), cutoff_strategy="dates",

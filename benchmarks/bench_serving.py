@@ -92,7 +92,8 @@ def raw_forward(bundle: Path, payloads: list[dict], batch: int, threads: int = 1
     """Customers/s of Scorer.forward alone on encoded examples, ``batch`` customers per pass."""
     import torch
 
-    from journey_model.scoring import Scorer
+    from journey_model.data.sequences import encode_examples
+    from journey_model.inference.scorer import Scorer
 
     torch.set_num_threads(threads)  # as the server's worker (journey serve --torch-threads, default 1)
     scorer = Scorer.load(bundle)
@@ -102,7 +103,7 @@ def raw_forward(bundle: Path, payloads: list[dict], batch: int, threads: int = 1
         frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
         frame["cutoff"] = CUTOFF
         table, examples = scorer.examples_from_events(frame)
-        rows += scorer.preprocessor.encode_examples(table, examples).to_pylist()
+        rows += encode_examples(scorer.preprocessor, table, examples).to_pylist()
     examples = [rows[i % len(rows)] for i in range(batch)]
     scorer.forward(examples)
     passes, started = 0, time.perf_counter()
@@ -144,7 +145,7 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}"
     env = dict(os.environ, BENTOML_DO_NOT_TRACK="True", BENTOML_HOME=str(workdir / "bentoml_home"))
     log = open(workdir / "server.log", "w")  # noqa: SIM115 - closed after the server stops
-    server = subprocess.Popen([sys.executable, "-m", "journey_model.cli", "serve", "--model", str(bundle), "--port",
+    server = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", "--model", str(bundle), "--port",
                                str(port), "--max-events", "1000", "--workers", str(args.workers)], env=env, stdout=log,
                               stderr=subprocess.STDOUT)
     results = []

@@ -1,4 +1,4 @@
-"""Benchmark of ``journey synth`` (journey_model.synth.generate): throughput, peak memory and disk size.
+"""Benchmark of ``journey synth`` (journey_model.data.synth.generate): throughput, peak memory and disk size.
 
 Each size runs in a fresh Python process so its peak RSS (``resource.getrusage``) is its own; the last size's
 rate is extrapolated to 1M customers (memory is bounded by one part of ``--chunk`` customers, so the peak RSS
@@ -26,7 +26,7 @@ def _peak_rss_mib() -> float:
 
 def run_one(customers: int, out: Path, chunk: int, seed: int) -> dict:
     """Generate ``customers`` into ``out`` in this process and measure it."""
-    from journey_model import synth
+    from journey_model.data import synth
 
     rss_before = _peak_rss_mib()
     began = time.perf_counter()

@@ -3,9 +3,9 @@
 The pydantic models (:mod:`serving.schemas`) have already checked types. Here, knowing the model's dataset
 and the service's limits, a request is checked for what only the model can judge — fields the dataset does
 not declare, an extra field of the wrong kind, events at or after the cut-off, too many customers or events —
-and turned into one canonical Arrow table (:func:`journey_model.schema.conform_table` types) plus the
+and turned into one canonical Arrow table (:func:`journey_model.data.schema.conform_table` types) plus the
 (customer, cut-off) examples, exactly what batch scoring hands to
-:meth:`journey_model.preprocessing.Preprocessor.encode_examples`. Every problem is reported with the
+:func:`journey_model.data.sequences.encode_examples`. Every problem is reported with the
 customer id, the event index and the field; values the model never saw are not errors but listed per
 customer (they are scored as out-of-vocabulary).
 """
@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from journey_model.batch import OOV_ID
-from journey_model.preprocessing import EVENT_TYPE_SPECIALS, Preprocessor
-from journey_model.schema import CUSTOMER_ID, EVENT_ID, EVENT_TYPE, TIMESTAMP, TIMESTAMP_TYPE
-from journey_model.sequences import CUTOFF
+from journey_model.data.batch import OOV_ID
+from journey_model.data.preprocessing import EVENT_TYPE_SPECIALS, Preprocessor
+from journey_model.data.schema import CUSTOMER_ID, EVENT_ID, EVENT_TYPE, TIMESTAMP, TIMESTAMP_TYPE
+from journey_model.data.sequences import CUTOFF
 from serving.config import ServingConfig
 from serving.schemas import INPUT_ERROR_TYPE, CustomerEvents, CustomerUpdate
 

@@ -5,16 +5,16 @@ a bundle folder, set by ``JOURNEY_MODEL_URI`` — together with its preprocessin
 
 * ``POST /predict`` — outcome scores and the top-k next events per customer, with the model name and version;
 * ``POST /explain`` — the same, plus each event's attention weight per task and the top reasons grouped by
-  behaviour type and time bucket (:mod:`journey_model.explain`);
+  behaviour type and time bucket (:mod:`journey_model.inference.explain`);
 * ``POST /update`` / ``POST /forget`` — incremental scoring from a per-customer state held here
-  (:mod:`journey_model.incremental`): send only the new events, get the score a full request would give;
+  (:mod:`journey_model.inference.incremental`): send only the new events, get the score a full request would give;
 * ``GET /metadata`` — model name, version, alias, training data hash, vocabulary sizes, limits;
 * BentoML's ``/livez``, ``/readyz`` (ready once the model is loaded and warmed up) and ``/docs.json`` (OpenAPI).
 
 Every request is checked on its own (:mod:`serving.requests`) and a bad one gets a 4xx whose message names
 the customer, the event index and the field; valid requests are then scored together by the adaptive
 batcher (:mod:`serving.batching`). The scoring path is the batch job's: canonical events ->
-:meth:`Preprocessor.encode_examples` -> :meth:`Scorer.score_rows`, so both give the same scores.
+:func:`~journey_model.data.sequences.encode_examples` -> :meth:`Scorer.score_rows`, so both give the same scores.
 """
 
 from __future__ import annotations
@@ -59,10 +59,11 @@ with bentoml.importing():
     import pyarrow as pa
     import torch
 
-    from journey_model.explain import explain_rows
-    from journey_model.incremental import CustomerStateStore, HeldEventAfterCutoff, StateMismatch
-    from journey_model.schema import CUSTOMER_ID, EVENT_TYPE, TIMESTAMP
-    from journey_model.scoring import open_model
+    from journey_model.data.schema import CUSTOMER_ID, EVENT_TYPE, TIMESTAMP
+    from journey_model.data.sequences import encode_examples
+    from journey_model.inference.explain import explain_rows
+    from journey_model.inference.incremental import CustomerStateStore, HeldEventAfterCutoff, StateMismatch
+    from journey_model.tracking.loading import open_model
     from serving.batching import AdaptiveBatcher
     from serving.requests import (
         InputContract,
@@ -107,7 +108,7 @@ class JourneyScoring:
         """Score several parsed requests in one pass; one list of answers per request."""
         events = pa.concat_tables([r.events for r in requests])
         examples = pa.concat_tables([r.examples for r in requests])
-        rows = self.preprocessor.encode_examples(events, examples)
+        rows = encode_examples(self.preprocessor, events, examples)
         scored: list[dict[str, Any]] = []  # one dict of values per customer, in request order
         for start in range(0, rows.num_rows, self.scorer.batch_size):
             chunk = rows.slice(start, self.scorer.batch_size).to_pylist()
@@ -148,7 +149,7 @@ class JourneyScoring:
 
     def explain(self, customers: Sequence[CustomerEvents]) -> list[CustomerExplanation]:
         parsed = self.parse(customers)
-        rows = self.preprocessor.encode_examples(parsed.events, parsed.examples)
+        rows = encode_examples(self.preprocessor, parsed.events, parsed.examples)
         frame, explanations = explain_rows(self.scorer, rows, top_k=self.config.top_reasons)
         answers = []
         for customer, sent, row, explanation in zip(parsed.customers, customers, frame.to_dict("records"),

@@ -25,9 +25,9 @@ def synthetic_journeys(tmp_path_factory):
     ``synthetic_journeys(customers, seed, max_len)`` returns a folder holding ``synth/`` (canonical events,
     labels, ground truth) and ``ds/`` (the point-in-time dataset: labels cut-offs, out-of-time split).
     """
-    from journey_model.prepare import PrepareConfig, prepare
-    from journey_model.preprocessing import PreprocessingConfig
-    from journey_model.synth import generate
+    from journey_model.data.prepare import PrepareConfig, prepare
+    from journey_model.data.preprocessing import PreprocessingConfig
+    from journey_model.data.synth import generate
 
     built: dict[tuple[int, int, int], object] = {}
 

@@ -19,15 +19,15 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from journey_model.batch_scoring import (
+from journey_model.inference.batch_scoring import (
     MANIFEST_FILE,
     BatchScoringConfig,
     BatchScoringError,
     read_scores,
     score_batch,
 )
-from journey_model.cli import main as journey
-from journey_model.scoring import Scorer, open_model
+from journey_model.inference.scorer import Scorer, open_bundle
+from pipelines.cli import main as journey
 
 CUTOFF = "2024-03-01"  # about 10 of the 400 synthetic customers have no event before it
 TINY_ATRANK = {"hidden_size": 16, "num_heads": 2, "field_dim": 8}
@@ -42,10 +42,10 @@ class TinyModel:
 
 def tiny_model(root: Path) -> TinyModel:
     """A small trained ATRank bundle on 400 synthetic customers, built once under ``root`` (about 15 s)."""
-    from journey_model.prepare import PrepareConfig, prepare
-    from journey_model.preprocessing import Preprocessor
-    from journey_model.synth import generate
-    from journey_model.training import TrainConfig, train
+    from journey_model.data.prepare import PrepareConfig, prepare
+    from journey_model.data.preprocessing import Preprocessor
+    from journey_model.data.synth import generate
+    from journey_model.training.train import TrainConfig, train
 
     model = TinyModel(root / "synth", root / "prepared", root / "bundle")
     if (model.bundle / "model.pt").exists():
@@ -107,7 +107,7 @@ def test_every_customer_is_scored_once_with_the_scorers_scores_and_reasons(model
 
     scored = read_scores(out).to_pandas()
     assert_same_scores(scored, reference_scores(model, CUTOFF))
-    _, identity = open_model(model.bundle)
+    _, identity = open_bundle(model.bundle)
     assert set(scored["model_version"]) == {identity.version} and set(scored["model_name"]) == {"bundle"}
     assert set(scored["cutoff"]) == {pd.Timestamp(CUTOFF, tz="UTC")}
 
@@ -134,7 +134,7 @@ def test_last_event_cutoff_scores_like_the_scorer_default(model, tmp_path):
 
 def test_an_interrupted_job_resumes_without_duplicated_or_missing_customers(model, tmp_path):
     out = tmp_path / "scores"
-    command = [sys.executable, "-m", "journey_model.cli", "-q", "score", "--model", str(model.bundle), "--events",
+    command = [sys.executable, "-m", "pipelines.cli", "-q", "score", "--model", str(model.bundle), "--events",
                str(model.synth), "--out", str(out), "--cutoff", CUTOFF, "--events-per-partition", "1500",
                "--chunk-customers", "2"]
     job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

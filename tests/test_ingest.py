@@ -1,4 +1,4 @@
-"""Tests of ``journey ingest`` (journey_model.ingest): mappings, validation messages, rejects, formats,
+"""Tests of ``journey ingest`` (journey_model.data.ingest): mappings, validation messages, rejects, formats,
 time zones, chunking and the output folder contract. Every input is a real file written under tmp_path."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from journey_model.ingest import REPORT_FILE, IngestError, IngestReport, ingest
-from journey_model.schema import DatasetConfig
+from journey_model.data.ingest import REPORT_FILE, IngestError, IngestReport, ingest
+from journey_model.data.schema import DatasetConfig
 
 HEADER = "cust,when,kind,merchant,amt,chan"
 GOOD_ROWS = [

@@ -1,4 +1,4 @@
-"""Tests of journey_model.metrics: hand-computed values, NaN handling, ATRank's ties-are-misses AUC, accumulators."""
+"""Tests of journey_model.training.metrics: hand-computed values, NaN handling, ATRank's ties-are-misses AUC, accumulators."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 import torch
 from torchmetrics.functional.classification import binary_calibration_error, multiclass_accuracy
 
-from journey_model.batch import EVENT_TYPE_SPECIAL_IDS, FIELD_SPECIAL_IDS
-from journey_model.metrics import (
+from journey_model.data.batch import EVENT_TYPE_SPECIAL_IDS, FIELD_SPECIAL_IDS
+from journey_model.training.metrics import (
     ForecastMetrics,
     NextEventMetrics,
     OutcomeMetrics,

@@ -1,6 +1,6 @@
 """Behaviour of the model zoo, transformers-style: a tiny FeatureSpec, a tiny config per model, real batches.
 
-Every batch is built with :func:`journey_model.batch.collate_examples`, the contract every model reads.
+Every batch is built with :func:`journey_model.data.batch.collate_examples`, the contract every model reads.
 Checked: output shapes for every model x task, attention rows summing to 1 over real keys, padding and batch
 composition changing nothing, the causal mask hiding the future, fused and explicit attention agreeing,
 every trainable model overfitting a tiny batch, count models fitting by counting, greedy vs beam decoding,
@@ -16,7 +16,7 @@ import random
 import pytest
 import torch
 
-from journey_model.batch import (
+from journey_model.data.batch import (
     BOS_ID,
     EOS_ID,
     PAD_ID,
@@ -26,10 +26,10 @@ from journey_model.batch import (
     collate_examples,
 )
 from journey_model.models import ATRankConfig, ModelOutput, UnknownModelError, build_model, list_models
+from journey_model.models.base import LEGACY_TRAINING_FIELDS
 from journey_model.models.registry import supported_tasks
-from journey_model.tasks import (
-    Task,
-    UnsupportedTaskError,
+from journey_model.models.tasks import Task, UnsupportedTaskError
+from journey_model.training.losses import (
     compute_losses,
     forecast_loss,
     next_event_loss,
@@ -541,7 +541,8 @@ def test_reference_config_reproduces_the_reference_code() -> None:
     assert (one.field_dim, one.hidden_size, one.num_heads, one.num_blocks) == (64, 128, 8, 1)
     assert multi.hidden_size == 256 and multi.dropout == 0.1 and one.dropout == 0.0
     assert one.layer_norm_eps == 1e-8 and one.embedding_init == "glorot" and one.positional_encoding == "none"
-    assert (one.optimizer, one.learning_rate, one.grad_clip_norm, one.batch_size) == ("sgd", 1.0, 5.0, 32)
+    # Its optimiser is the trainer's: the "atrank-reference" recipe (tests/test_training.py checks it).
+    assert not LEGACY_TRAINING_FIELDS & {f.name for f in dataclasses.fields(one)}
     model = build_model("atrank", SPEC, config=ATRankConfig.reference())
     assert model.encoder.blocks[0].feed_forward.inner.out_features == 32  # H -> H/4 -> H
     assert model.encoder.blocks[0].attention_norm.eps == 1e-8

@@ -12,9 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from journey_model.batch import EOS_ID
-from journey_model.preprocessing import FieldStatistics, PreprocessingConfig, Preprocessor
-from journey_model.schema import DatasetConfig, conform_table
+from journey_model.data.batch import EOS_ID
+from journey_model.data.preprocessing import FieldStatistics, PreprocessingConfig, Preprocessor
+from journey_model.data.schema import DatasetConfig, conform_table
+from journey_model.data.sequences import encode_examples
 
 DAY_US = 86_400 * 1_000_000
 DATASET = DatasetConfig(name="prop", categorical_fields=["item"], numeric_fields=["amount"])
@@ -58,7 +59,7 @@ def test_inputs_are_strictly_before_the_cutoff_and_targets_after(rows, cutoffs, 
         "cutoff": pa.array([t * DAY_US // 4 for _, t in cutoffs], pa.int64()).cast(pa.timestamp("us", tz="UTC")),
     })
     horizon_days = horizon / 4
-    out = preprocessor.encode_examples(events, examples, {"closes": ("close", horizon_days)},
+    out = encode_examples(preprocessor, events, examples, {"closes": ("close", horizon_days)},
                                        forecast_horizon_days=horizon_days).to_pylist()
     observed_until = max(t for _, t, _ in rows)
     type_vocab = preprocessor.vocabularies["event_type"]
@@ -103,13 +104,13 @@ def test_events_after_the_cutoff_change_nothing_in_the_input(rows, cutoffs):
         "cutoff": pa.array([earliest_cut * DAY_US // 4] * len(cutoffs), pa.int64()).cast(pa.timestamp("us", tz="UTC")),
     })
     input_columns = ["event_type", "time_bucket", "cat_item", "num_amount", "length"]
-    before = preprocessor.encode_examples(events, examples).select(input_columns)
-    after = preprocessor.encode_examples(_events_table(changed_rows), examples).select(input_columns)
+    before = encode_examples(preprocessor, events, examples).select(input_columns)
+    after = encode_examples(preprocessor, _events_table(changed_rows), examples).select(input_columns)
     assert before.equals(after)
 
 
 def test_time_bucket_edges_follow_atrank():
-    from journey_model.preprocessing import TimeBuckets
+    from journey_model.data.preprocessing import TimeBuckets
 
     buckets = TimeBuckets(unit_seconds=86400.0, num_buckets=13)
     gaps_days = np.array([0, 0.99, 1, 2.99, 3, 6.99, 7, 4094.99, 4095, 10**6])

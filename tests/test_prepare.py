@@ -12,12 +12,16 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from journey_model.batch import OOV_ID, PAD_ID
-from journey_model.cli import main as journey
-from journey_model.datamodule import JourneyDataModule, LengthBucketBatchSampler, RankSliceBatchSampler
-from journey_model.prepare import PrepareConfig, PrepareError, _Job, prepare, read_split
-from journey_model.preprocessing import PreprocessingConfig, Preprocessor, Vocabulary
-from journey_model.schema import DatasetConfig, SchemaError, conform_table
+from journey_model.data.batch import OOV_ID, PAD_ID
+from journey_model.data.prepare import PrepareConfig, PrepareError, _Job, prepare, read_split
+from journey_model.data.preprocessing import PreprocessingConfig, Preprocessor, Vocabulary
+from journey_model.data.schema import DatasetConfig, SchemaError, conform_table
+from journey_model.training.datamodule import (
+    JourneyDataModule,
+    LengthBucketBatchSampler,
+    RankSliceBatchSampler,
+)
+from pipelines.cli import main as journey
 
 TYPES = np.array(["login", "pay", "fee", "close"])
 

@@ -10,8 +10,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from journey_model.ingest import REPORT_FILE, IngestReport, ingest
-from journey_model.schema import DatasetConfig
+from journey_model.data.ingest import REPORT_FILE, IngestReport, ingest
+from journey_model.data.schema import DatasetConfig
 
 pytestmark = pytest.mark.realdata
 

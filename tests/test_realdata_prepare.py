@@ -13,13 +13,13 @@ import pyarrow.parquet as pq
 import pytest
 from test_realdata_ingest import BERKA_LOANS, BERKA_TRANSACTIONS, TAOBAO, need
 
-from journey_model.datamodule import JourneyDataModule
-from journey_model.ingest import ingest
-from journey_model.prepare import PrepareConfig, prepare, read_split
-from journey_model.preprocessing import PreprocessingConfig, Preprocessor
+from journey_model.data.ingest import ingest
+from journey_model.data.prepare import PrepareConfig, prepare, read_split
+from journey_model.data.preprocessing import PreprocessingConfig, Preprocessor
+from journey_model.training.datamodule import JourneyDataModule
 
 pytestmark = pytest.mark.realdata
-CONFIGS = Path(__file__).resolve().parents[1] / "journey_model" / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "journey_model" / "data" / "mappings"
 
 
 def test_berka_loans_become_point_in_time_default_examples(tmp_path):

@@ -27,7 +27,8 @@ import psutil
 import pytest
 from test_batch_scoring import CUTOFF, TinyModel, events_frame, reference_scores, tiny_model
 
-from journey_model.batch_scoring import BatchScoringConfig, read_scores, score_batch
+from journey_model.data.sequences import encode_examples
+from journey_model.inference.batch_scoring import BatchScoringConfig, read_scores, score_batch
 
 LIMITS = {"max_customers": 8, "max_events": 400, "state_customers": 3}
 CUTOFF_ISO = pd.Timestamp(CUTOFF, tz="UTC").isoformat()
@@ -320,15 +321,15 @@ def test_explain_gives_each_events_attention_per_task_and_the_top_reasons(client
 
 @pytest.mark.parametrize(("name", "method"), [("gru-attn", "attention pooling"), ("bag", "none")])
 def test_explanations_follow_the_models_attention_or_say_there_is_none(model, events, name, method):
-    from journey_model.explain import POOLED_TASK, explain_rows
+    from journey_model.data.preprocessing import Preprocessor
+    from journey_model.inference.explain import POOLED_TASK, explain_rows
+    from journey_model.inference.scorer import Scorer
     from journey_model.models import build_model
-    from journey_model.preprocessing import Preprocessor
-    from journey_model.scoring import Scorer
 
     preprocessor = Preprocessor.load(model.bundle)
     scorer = Scorer(build_model(name, preprocessor.feature_spec()), preprocessor)
     table, examples = scorer.examples_from_events(events[events["customer_id"].isin(scored_customers(events, 5))])
-    frame, explanations = explain_rows(scorer, preprocessor.encode_examples(table, examples))
+    frame, explanations = explain_rows(scorer, encode_examples(preprocessor, table, examples))
     plain = scorer.score_events(events[events["customer_id"].isin(scored_customers(events, 5))])
     assert np.abs(frame["p_churn"].to_numpy() - plain["p_churn"].to_numpy()).max() < 1e-5
     for explanation, n in zip(explanations, frame["n_events"], strict=True):
@@ -411,7 +412,7 @@ def server(model, service_env, tmp_path_factory):
     """`journey serve` on 127.0.0.1:<free port>, started once for the module, stopped by its PID."""
     port = _free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
-    command = [sys.executable, "-m", "journey_model.cli", "serve", "--model", str(model.bundle), "--host", "127.0.0.1",
+    command = [sys.executable, "-m", "pipelines.cli", "serve", "--model", str(model.bundle), "--host", "127.0.0.1",
                "--port", str(port), "--max-customers", str(LIMITS["max_customers"]), "--max-events",
                str(LIMITS["max_events"]), "--state-customers", str(LIMITS["state_customers"])]
     with open(log, "w") as output:

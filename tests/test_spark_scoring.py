@@ -2,7 +2,7 @@
 leave Journey: for the same customers and cut-off, the online API, local batch scoring, Spark scoring, the
 MLflow pyfunc model and the pyfunc model on Spark executors give the same scores (max abs diff <= 1e-5).
 
-The model is logged with :func:`journey_model.pyfunc.log_journey_model` into a SQLite MLflow store,
+The model is logged with :func:`journey_model.tracking.pyfunc.log_journey_model` into a SQLite MLflow store,
 registered and aliased ``champion``, and every path loads it by ``models:/NAME@champion``.
 """
 
@@ -19,8 +19,9 @@ import pandas as pd
 import pytest
 from test_batch_scoring import CUTOFF, TinyModel, events_frame, reference_scores, tiny_model
 
-from journey_model.batch_scoring import BatchScoringConfig, read_scores, score_batch
-from journey_model.scoring import Scorer
+from journey_model.inference.batch_scoring import BatchScoringConfig, read_scores, score_batch
+from journey_model.inference.scorer import Scorer
+from journey_model.tracking.loading import open_model
 
 pyspark = pytest.importorskip("pyspark")
 
@@ -57,7 +58,7 @@ def champion(model, tmp_path_factory):
     """The tiny model logged as an MLflow pyfunc, registered and aliased champion; yields its URI."""
     from mlflow import MlflowClient
 
-    from journey_model.pyfunc import log_journey_model
+    from journey_model.tracking.pyfunc import log_journey_model
 
     root = tmp_path_factory.mktemp("mlflow")
     previous = mlflow.get_tracking_uri()
@@ -123,7 +124,7 @@ def test_api_batch_spark_and_mlflow_pyfunc_give_the_same_scores(model, spark, ch
     for engine in ("local", "spark"):
         report = score_batch(BatchScoringConfig(model=champion, events_dir=str(model.synth), cutoff=CUTOFF,
                                                 out_dir=str(tmp_path / engine), engine=engine, top_reasons=0,
-                                                progress=False))
+                                                progress=False), opener=open_model)
         assert (report.model_name, report.model_version) == (REGISTERED, "1")
         paths[engine] = read_scores(tmp_path / engine).to_pandas()
         assert_same(paths[engine], expected, engine)

@@ -1,4 +1,4 @@
-"""Tests of ``journey synth`` (journey_model.synth): layout, determinism, labels, ground truth, order matters."""
+"""Tests of ``journey synth`` (journey_model.data.synth): layout, determinism, labels, ground truth, order matters."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from journey_model import synth
-from journey_model import synth_rules as rules
-from journey_model.schema import DatasetConfig
+from journey_model.data import synth
+from journey_model.data import synth_rules as rules
+from journey_model.data.schema import DatasetConfig
 
 CUSTOMERS = 2000
 SEED = 7

@@ -18,14 +18,14 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from journey_model.cli import main as journey
-from journey_model.config import ConfigError, TrainConfig, load_config
-from journey_model.model_registry import PromotionError, promote, register_run_model
-from journey_model.preprocessing import Preprocessor
-from journey_model.pyfunc import load_scorer, registered_model_name
-from journey_model.scoring import Scorer
-from journey_model.tracking import mlflow_scope
-from journey_model.training import train
+from journey_model.data.preprocessing import Preprocessor
+from journey_model.inference.scorer import Scorer
+from journey_model.tracking.pyfunc import load_scorer
+from journey_model.tracking.registry import PromotionError, promote, register_run_model
+from journey_model.tracking.runs import tracked_train
+from journey_model.tracking.store import mlflow_scope, registered_model_name
+from journey_model.training.config import ConfigError, TrainConfig, load_config
+from pipelines.cli import main as journey
 
 TINY_MODEL = {"hidden_size": 16, "num_heads": 2, "field_dim": 8}
 MODEL_NAME = registered_model_name("synth_bank", "outcome")
@@ -45,7 +45,7 @@ def tracked(prepared):
                          model_overrides=dict(TINY_MODEL), track=True, tracking_uri=store,
                          system_metrics_interval_s=0.5)
     environment = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL")}
-    result = train(config)
+    result = tracked_train(config)
     # A library call leaves MLflow's process-wide settings as it found them.
     assert {k: os.environ.get(k) for k in environment} == environment
     return result, store, config
@@ -62,6 +62,10 @@ def test_a_run_records_config_metrics_plots_preprocessing_and_environment(tracke
     params = run.data.params
     assert params["data.batch_size"] == "32" and params["model.model_overrides.hidden_size"] == "16"
     assert params["model_config.hidden_size"] == "16" and params["trainer.max_epochs"] == "2"
+    # architecture and training recipe are logged apart; the recipe as resolved (atrank's: Adam 1e-3, clip 5)
+    assert "model_config.learning_rate" not in params
+    assert (params["recipe.optimizer"], params["recipe.learning_rate"], params["recipe.grad_clip_norm"]) == (
+        "adam", "0.001", "5.0")
     metrics = run.data.metrics
     assert len(client.get_metric_history(result.run_id, "val/loss")) == 2  # per epoch
     assert metrics["test/auc/default"] == pytest.approx(result.test_metrics["test/auc/default"])

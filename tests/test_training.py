@@ -3,11 +3,27 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 
 import pytest
+import torch
 
-from journey_model.cli import main as journey
-from journey_model.training import TrainConfig, train
+from journey_model.data.preprocessing import Preprocessor
+from journey_model.inference.scorer import MODEL_FILE, Scorer
+from journey_model.models import ATRankConfig, build_model, list_models
+from journey_model.models.base import LEGACY_TRAINING_FIELDS
+from journey_model.models.registry import MODELS
+from journey_model.training.module import JourneyModule
+from journey_model.training.recipes import (
+    RECIPES,
+    TrainingRecipe,
+    recipe_for,
+    resolve_recipe,
+    split_overrides,
+)
+from journey_model.training.train import TrainConfig, TrainResult, train
+from pipelines import compare
+from pipelines.cli import main as journey
 
 SMALL_MODEL = {"hidden_size": 32, "num_heads": 4, "field_dim": 16}
 
@@ -27,6 +43,10 @@ def test_atrank_learns_the_planted_outcomes_well_above_chance(prepared, tmp_path
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert written["test_metrics"]["test/auc/default"] == pytest.approx(result.test_metrics["test/auc/default"])
     assert result.best_checkpoint and result.events_per_second and result.events_per_second > 0
+    # the checkpoint knows the recipe it was trained with
+    recipe = torch.load(result.best_checkpoint, map_location="cpu", weights_only=False)["hyper_parameters"]["recipe"]
+    assert recipe == {"optimizer": "adam", "learning_rate": 1e-3, "lr_decay_step": None, "lr_after_decay": None,
+                      "grad_clip_norm": 5.0, "weight_decay": 0.0}
 
 
 def test_cli_trains_a_count_baseline_and_writes_metrics(prepared, tmp_path, capsys):
@@ -50,19 +70,77 @@ def test_cli_explains_a_pairing_that_makes_no_sense(prepared, tmp_path, capsys):
 
 
 def test_the_reference_preset_is_a_model_name(prepared):
-    """`--model atrank-reference` builds ATRank with the reference code's sizes, init and optimiser."""
-    from journey_model.models import ATRankConfig, build_model
-    from journey_model.preprocessing import Preprocessor
-
+    """`--model atrank-reference` builds ATRank with the reference code's sizes and init, trained by its optimiser."""
     model = build_model("atrank-reference", Preprocessor.load(prepared).feature_spec())
-    assert model.config == ATRankConfig.reference(multi_behaviour=True)
-    assert (model.config.optimizer, model.config.learning_rate, model.config.layer_norm_eps) == ("sgd", 1.0, 1e-8)
+    assert model.config == ATRankConfig.reference(multi_behaviour=True) and model.config.layer_norm_eps == 1e-8
+    module = JourneyModule(model)  # no recipe given: the model name's
+    setup = module.configure_optimizers()
+    optimizer, schedule = setup["optimizer"], setup["lr_scheduler"]["scheduler"]
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["lr"] == 1.0
+    assert [schedule.lr_lambdas[0](s) for s in (0, 335_999, 336_000)] == [1.0, 1.0, pytest.approx(0.1)]
+    assert module.recipe.grad_clip_norm == 5.0
+
+
+def test_model_configs_hold_the_architecture_and_every_model_has_a_recipe():
+    assert set(RECIPES) == set(list_models())
+    for name, entry in MODELS.items():
+        assert not LEGACY_TRAINING_FIELDS & {f.name for f in fields(entry.config_class)}, name
+    # the settings every model trained with before recipes existed
+    assert recipe_for("atrank") == TrainingRecipe("adam", 1e-3, None, None, 5.0, 0.0) == recipe_for("gru-luong")
+    assert recipe_for("atrank-reference") == TrainingRecipe("sgd", 1.0, 336_000, 0.1, 5.0, 0.0)
+    assert recipe_for("bag") == TrainingRecipe("adam", 1e-2, None, None, 5.0, 0.0)
+    assert recipe_for("markov").grad_clip_norm is None  # counted, never clipped
+    with pytest.raises(ValueError, match="optimizer = 'lamb'"):
+        TrainingRecipe(optimizer="lamb")
+
+
+def test_set_overrides_reach_the_recipe_or_the_model_config():
+    recipe, architecture = split_overrides("bag", {"learning_rate": 0.1, "categorical_fields": ["item"]})
+    assert recipe == {"learning_rate": 0.1} and architecture == {"categorical_fields": ["item"]}
+    assert resolve_recipe("bag", recipe) == TrainingRecipe(learning_rate=0.1)
+    # the trainer's --lr and gradient_clip_val win; the decay target stays absolute
+    resolved = resolve_recipe("atrank-reference", {"learning_rate": 0.5}, learning_rate=2.0, gradient_clip_val=1.0)
+    assert (resolved.learning_rate, resolved.lr_after_decay, resolved.grad_clip_norm) == (2.0, 0.1, 1.0)
+    with pytest.raises(ValueError, match=r"model 'atrank': unknown config fields \['hiden_size'\]; ATRankConfig has .*"
+                                         r"TrainingRecipe has \['optimizer'"):
+        split_overrides("atrank", {"hiden_size": 8, "learning_rate": 0.1})
+    with pytest.raises(ValueError, match=r"\['batch_size'\].*data.batch_size \(--batch-size\)"):
+        split_overrides("gru", {"batch_size": 32})
+
+
+def test_cli_set_reaches_the_recipe_and_names_unknown_fields(prepared, tmp_path, capsys):
+    code = journey(["-q", "train", "--data", str(prepared), "--model", "atrank", "--set", "hiden_size=8",
+                    "--output-dir", str(tmp_path), "--no-track"])
+    assert code != 0 and "unknown config fields ['hiden_size']" in capsys.readouterr().err
+    result = train(TrainConfig(data_dir=str(prepared), model="bag", tasks=["outcome"], max_epochs=1, batch_size=64,
+                               limit_train_batches=2, progress=False, output_dir=str(tmp_path),
+                               model_overrides={"optimizer": "sgd", "learning_rate": 0.3, "weight_decay": 0.01}))
+    optimizer = result.module.configure_optimizers()
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert (optimizer.defaults["lr"], optimizer.defaults["weight_decay"]) == (0.3, 0.01)
+
+
+def test_bundles_saved_with_training_settings_in_their_config_still_load(prepared, tmp_path):
+    preprocessor = Preprocessor.load(prepared)
+    model = build_model("atrank", preprocessor.feature_spec(), tasks=["outcome"], **SMALL_MODEL)
+    folder = Scorer(model, preprocessor).save(tmp_path / "bundle")
+    payload = torch.load(folder / MODEL_FILE, map_location="cpu", weights_only=False)
+    payload["config"].update(optimizer="adam", learning_rate=1e-3, lr_decay_step=None, lr_after_decay=None,
+                             grad_clip_norm=5.0, batch_size=64, weight_decay=0.0)  # as bundles held them before
+    torch.save(payload, folder / MODEL_FILE)
+    loaded = Scorer.load(folder)
+    assert loaded.model.config == model.config
+    torch.testing.assert_close(loaded.model.state_dict(), model.state_dict())
+    payload["config"]["hiden_size"] = 8  # anything else unknown still fails
+    torch.save(payload, folder / MODEL_FILE)
+    with pytest.raises(ValueError, match=r"unknown config fields \['hiden_size'\]"):
+        Scorer.load(folder)
 
 
 def test_compare_hands_each_model_the_overrides_its_config_has(prepared, tmp_path):
     """One override set for the zoo: markov ignores hidden_size but does take count_history."""
-    from journey_model.compare import compare_models
     from journey_model.models.registry import config_fields
+    from pipelines.compare import compare_models
 
     assert "count_history" in config_fields("markov") and "hidden_size" not in config_fields("markov")
 
@@ -74,3 +152,17 @@ def test_compare_hands_each_model_the_overrides_its_config_has(prepared, tmp_pat
         return row.metrics["mrr"]
 
     assert markov_mrr(True) != markov_mrr(False)
+
+
+def test_compare_hands_recipe_fields_to_every_model(prepared, tmp_path, monkeypatch):
+    handed: dict[str, dict] = {}
+
+    def fake_train(config: TrainConfig) -> TrainResult:
+        handed[config.model] = dict(config.model_overrides)
+        return TrainResult(config.model, ["outcome"], {}, {}, None, 0.0, 0, 0, validation_value=0.0)
+
+    monkeypatch.setattr(compare, "tracked_train", fake_train)
+    base = TrainConfig(data_dir=str(prepared), tasks=["outcome"], progress=False, output_dir=str(tmp_path), track=False,
+                       model_overrides={"hidden_size": 16, "learning_rate": 0.05, "count_history": False})
+    compare.compare_models(["atrank", "bag"], base, progress_print=False)
+    assert handed == {"atrank": {"hidden_size": 16, "learning_rate": 0.05}, "bag": {"learning_rate": 0.05}}

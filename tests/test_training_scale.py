@@ -16,8 +16,9 @@ import pytest
 from lightning.pytorch.callbacks import Callback
 from mlflow.tracking import MlflowClient
 
-from journey_model.datamodule import LengthBucketBatchSampler, RankSliceBatchSampler
-from journey_model.training import TrainConfig, _precision, train
+from journey_model.tracking.runs import tracked_train as train
+from journey_model.training.datamodule import LengthBucketBatchSampler, RankSliceBatchSampler
+from journey_model.training.train import TrainConfig, _precision
 
 TINY_MODEL = {"hidden_size": 16, "num_heads": 2, "field_dim": 8}
 
@@ -117,7 +118,7 @@ def test_ddp_on_two_cpu_processes_matches_one_process(prepared, tmp_path):
     env = {**os.environ, "BENTOML_DO_NOT_TRACK": "True", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     env.pop("MLFLOW_TRACKING_URI", None)
     ddp = subprocess.run(
-        [sys.executable, "-m", "journey_model.cli", "-q", "train", *common, "--devices", "2",
+        [sys.executable, "-m", "pipelines.cli", "-q", "train", *common, "--devices", "2",
          "--output-dir", str(tmp_path / "ddp"), "--metrics-out", str(tmp_path / "ddp.json"),
          "--tracking-uri", store, "--no-log-model", "--no-plots", "--system-metrics-interval-s", "1"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,

@@ -1,13 +1,13 @@
 """The Journey model zoo: ATRank, the seq2seq family, a Transformer decoder and simple baselines.
 
 Build any model by name with :func:`build_model`; every model is a plain ``nn.Module`` that reads a
-:class:`~journey_model.batch.SequenceBatch` and returns a :class:`ModelOutput`. Losses live in
-:mod:`journey_model.tasks`.
+:class:`~journey_model.data.batch.SequenceBatch` and returns a :class:`ModelOutput`. Losses live in
+:mod:`journey_model.models.tasks`.
 """
 
 from journey_model.models.atrank import ATRank, ATRankConfig, ATRankEncoder
 from journey_model.models.attention import attention_mask, gather_last, masked_mean, masked_softmax
-from journey_model.models.base import JourneyModel, SequenceModelConfig, TrainingSettings
+from journey_model.models.base import JourneyModel, SequenceModelConfig
 from journey_model.models.baselines import (
     BagConfig,
     BagOfEvents,
@@ -48,7 +48,6 @@ __all__ = [
     "Seq2Seq",
     "Seq2SeqConfig",
     "SequenceModelConfig",
-    "TrainingSettings",
     "Transformer",
     "TransformerConfig",
     "UnknownModelError",

@@ -23,18 +23,18 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from journey_model.batch import FeatureSpec, SequenceBatch
+from journey_model.data.batch import FeatureSpec, SequenceBatch
 from journey_model.models.attention import AttentionBlock, gather_last, masked_mean
 from journey_model.models.base import JourneyModel, SequenceModelConfig, check_choice
 from journey_model.models.embedding import BehaviourEmbedding, PositionalEncoding
 from journey_model.models.heads import TaskHeads
 from journey_model.models.output import EncodedSequence, ModelOutput
-from journey_model.tasks import Task
+from journey_model.models.tasks import Task
 
 
 @dataclass
 class ATRankConfig(SequenceModelConfig):
-    """ATRank's sizes and switches. Defaults are the reference's sizes with Adam; see :meth:`reference`."""
+    """ATRank's sizes and switches. Defaults are the reference's sizes; see :meth:`reference`."""
 
     field_dim: int = 64  # width of each field embedding (reference: 64)
     hidden_size: int = 128  # H (reference: 128 for one behaviour type, 256 for several)
@@ -60,9 +60,10 @@ class ATRankConfig(SequenceModelConfig):
 
     @classmethod
     def reference(cls, multi_behaviour: bool = False, **overrides: object) -> ATRankConfig:
-        """The reference code's choices: 64 per field, H = 128 (one type) or 256 (several), 8 heads, one block,
-        LayerNorm eps 1e-8, dropout 0 / 0.1, Glorot-uniform embeddings; SGD at lr 1.0 dropping to 0.1 after
-        336k steps, gradient clipping at global norm 5, batch 32."""
+        """The reference code's architecture: 64 per field, H = 128 (one type) or 256 (several), 8 heads, one
+        block, LayerNorm eps 1e-8, dropout 0 / 0.1, Glorot-uniform embeddings. Its training (SGD at lr 1.0
+        dropping to 0.1 after 336k steps, gradient clipping at global norm 5) is the ``atrank-reference``
+        recipe in :mod:`journey_model.training.recipes`; its batch of 32 is ``--batch-size 32``."""
         settings: dict[str, object] = dict(
             field_dim=64,
             hidden_size=256 if multi_behaviour else 128,
@@ -75,12 +76,6 @@ class ATRankConfig(SequenceModelConfig):
             positional_encoding="none",
             causal=False,
             embedding_init="glorot",
-            optimizer="sgd",
-            learning_rate=1.0,
-            lr_decay_step=336_000,
-            lr_after_decay=0.1,
-            grad_clip_norm=5.0,
-            batch_size=32,
         )
         settings.update(overrides)
         return cls(**settings)  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""What every model in the zoo shares: training settings, the common config fields, the model interface.
+"""What every model in the zoo shares: the common config fields and the model interface.
 
 A :class:`JourneyModel` is a plain ``nn.Module`` that says which tasks it supports (``supported_tasks``),
 which ones it was built for (``tasks``), whether it learns by gradient (``trainable``), and answers
@@ -9,44 +9,33 @@ are written once; :meth:`JourneyModel.forecast` is the entry point.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from torch import nn
 
-from journey_model.batch import FeatureSpec, SequenceBatch
+from journey_model.core.settings import check_choice
+from journey_model.data.batch import FeatureSpec, SequenceBatch
 from journey_model.models import decoding
 from journey_model.models.output import ForecastResult, ModelOutput
-from journey_model.tasks import Task, UnsupportedTaskError, resolve_tasks
+from journey_model.models.tasks import Task, UnsupportedTaskError, resolve_tasks
 
-
-def check_choice(config: object, name: str, value: object, choices: Sequence[object]) -> None:
-    """Raise a clear error when a config field holds a value outside its choices."""
-    if value not in choices:
-        raise ValueError(f"{type(config).__name__}.{name} = {value!r}; expected one of {list(choices)}")
-
-
-@dataclass
-class TrainingSettings:
-    """How the trainer should fit a model; the model itself never reads these."""
-
-    optimizer: str = "adam"  # "adam", "adamw" or "sgd"
-    learning_rate: float = 1e-3  # initial step size
-    lr_decay_step: int | None = None  # optimiser step after which the rate becomes lr_after_decay; None = never
-    lr_after_decay: float | None = None  # step size after lr_decay_step
-    grad_clip_norm: float | None = 5.0  # clip gradients to this global L2 norm; None = no clipping
-    batch_size: int = 64  # customers per training batch
-    weight_decay: float = 0.0  # L2 penalty coefficient passed to the optimiser
-
-    def __post_init__(self) -> None:
-        check_choice(self, "optimizer", self.optimizer, ("adam", "adamw", "sgd"))
+# Fields model configs held before the training settings moved to journey_model.training.recipes. Bundles
+# saved back then still carry them in their config dict; loaders drop them before building the model.
+LEGACY_TRAINING_FIELDS = frozenset(
+    {"optimizer", "learning_rate", "lr_decay_step", "lr_after_decay", "grad_clip_norm", "batch_size", "weight_decay"}
+)
 
 
 @dataclass
-class SequenceModelConfig(TrainingSettings):
-    """Fields every sequence encoder shares: the raw behaviour embedding and the task heads."""
+class SequenceModelConfig:
+    """Fields every sequence encoder shares: the raw behaviour embedding and the task heads.
+
+    Architecture only: how a model is trained (optimiser, learning rate, clipping) is the trainer's
+    :class:`~journey_model.training.recipes.TrainingRecipe`.
+    """
 
     field_dim: int = 32  # width of each field embedding (event type, each categorical field, time bucket)
     hidden_size: int = 64  # H, the shared space every behaviour group is projected into
@@ -59,7 +48,6 @@ class SequenceModelConfig(TrainingSettings):
     num_sampled_negatives: int = 100  # negatives per batch when next_item_scoring = "sampled"
 
     def __post_init__(self) -> None:
-        super().__post_init__()
         check_choice(self, "embedding_init", self.embedding_init, ("glorot", "normal"))
         check_choice(self, "next_item_scoring", self.next_item_scoring, ("full", "sampled"))
         if self.hidden_size % self.num_heads:

@@ -23,24 +23,23 @@ from typing import Self
 import torch
 from torch import nn
 
-from journey_model.batch import BOS_ID, EOS_ID, PAD_ID, FeatureSpec, SequenceBatch
+from journey_model.data.batch import BOS_ID, EOS_ID, PAD_ID, FeatureSpec, SequenceBatch
 from journey_model.models.attention import large_negative, masked_softmax
-from journey_model.models.base import JourneyModel, SequenceModelConfig, TrainingSettings, check_batch
+from journey_model.models.base import JourneyModel, SequenceModelConfig, check_batch
 from journey_model.models.decoding import DecoderStep, teacher_forcing_inputs
 from journey_model.models.heads import TaskScores, mask_special_event_types, task_query_names
 from journey_model.models.output import ModelOutput
 from journey_model.models.seq2seq import RNNEncoder
-from journey_model.tasks import Task
+from journey_model.models.tasks import Task
 
 # ---------------------------------------------------------------------------------------------- bag of events
 
 
 @dataclass
-class BagConfig(TrainingSettings):
+class BagConfig:
     """Bag-of-events logistic regression."""
 
     categorical_fields: list[str] | None = None  # fields whose values are counted; None = every categorical field
-    learning_rate: float = 1e-2  # a linear model tolerates a larger step
 
 
 def bag_of_ids(ids: torch.Tensor, mask: torch.Tensor, weights: nn.Embedding) -> torch.Tensor:

@@ -11,15 +11,12 @@ padding. Scores are total log-probabilities under the model's softmax over the w
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 
-from journey_model.batch import BOS_ID, EOS_ID, OOV_ID, PAD_ID, SequenceBatch
+from journey_model.data.batch import BOS_ID, EOS_ID, OOV_ID, PAD_ID, SequenceBatch
 from journey_model.models.output import ForecastResult
-
-if TYPE_CHECKING:
-    from journey_model.models.base import JourneyModel
 
 NEVER_EMITTED = (PAD_ID, OOV_ID, BOS_ID)
 
@@ -31,6 +28,15 @@ class DecoderStep:
     logits: torch.Tensor  # (B, V) scores of the next event type
     state: dict[str, torch.Tensor]  # the state after this step, batch-first tensors
     attentions: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (B, ...) this step's weights
+
+
+class Decoder(Protocol):
+    """What decoding needs of a model (every forecasting :class:`~journey_model.models.base.JourneyModel`)."""
+
+    def start_decoding(self, batch: SequenceBatch) -> dict[str, torch.Tensor]: ...
+
+    def decode_step(self, tokens: torch.Tensor, state: dict[str, torch.Tensor],
+                    need_weights: bool = False) -> DecoderStep: ...
 
 
 def teacher_forcing_inputs(targets: torch.Tensor) -> torch.Tensor:
@@ -61,7 +67,7 @@ def _stack_attentions(per_step: list[dict[str, torch.Tensor]], steps: int) -> di
 
 
 def greedy_decode(
-    model: JourneyModel, batch: SequenceBatch, steps: int, output_attentions: bool = False
+    model: Decoder, batch: SequenceBatch, steps: int, output_attentions: bool = False
 ) -> ForecastResult:
     """Pick the most probable next event type at every step until <eos> or ``steps``."""
     B = batch.batch_size
@@ -88,7 +94,7 @@ def greedy_decode(
 
 
 def beam_search(
-    model: JourneyModel, batch: SequenceBatch, steps: int, beam_size: int, output_attentions: bool = False
+    model: Decoder, batch: SequenceBatch, steps: int, beam_size: int, output_attentions: bool = False
 ) -> ForecastResult:
     """Keep the ``beam_size`` most probable partial forecasts per customer; return the best one and all beams.
 

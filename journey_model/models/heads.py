@@ -18,11 +18,11 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from journey_model.batch import BOS_ID, EOS_ID, PAD_ID, FeatureSpec
+from journey_model.data.batch import BOS_ID, EOS_ID, PAD_ID, FeatureSpec
 from journey_model.models.attention import AttentionBlock, large_negative
 from journey_model.models.base import SequenceModelConfig
 from journey_model.models.output import EncodedSequence, ModelOutput
-from journey_model.tasks import Task
+from journey_model.models.tasks import Task
 
 NEXT_EVENT_QUERY = "next_event"
 NEXT_ITEM_QUERY = "next_item"

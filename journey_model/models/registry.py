@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from journey_model.batch import FeatureSpec
+from journey_model.data.batch import FeatureSpec
 from journey_model.models.atrank import ATRank, ATRankConfig
 from journey_model.models.base import JourneyModel
 from journey_model.models.baselines import (
@@ -25,8 +25,8 @@ from journey_model.models.baselines import (
     MostFrequent,
 )
 from journey_model.models.seq2seq import Seq2Seq, Seq2SeqConfig
+from journey_model.models.tasks import Task
 from journey_model.models.transformer import Transformer, TransformerConfig
-from journey_model.tasks import Task
 
 
 class UnknownModelError(ValueError):
@@ -151,7 +151,7 @@ def build_model(
     """Build model ``name`` for the inputs ``spec`` describes.
 
     ``tasks`` defaults to every task the model supports and the spec has data for; a task the model cannot
-    answer raises :class:`~journey_model.tasks.UnsupportedTaskError` naming both. ``config`` is a full config
+    answer raises :class:`~journey_model.models.tasks.UnsupportedTaskError` naming both. ``config`` is a full config
     of the model's config class; ``overrides`` are its fields (e.g. ``hidden_size=32``, ``luong_score="dot"``).
     """
     entry = _entry(name)

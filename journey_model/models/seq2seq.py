@@ -29,14 +29,14 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from journey_model.batch import FeatureSpec, SequenceBatch
+from journey_model.data.batch import FeatureSpec, SequenceBatch
 from journey_model.models.attention import masked_softmax
 from journey_model.models.base import JourneyModel, SequenceModelConfig, check_choice
 from journey_model.models.decoding import DecoderStep, teacher_forcing_inputs
 from journey_model.models.embedding import BehaviourEmbedding
 from journey_model.models.heads import TaskHeads
 from journey_model.models.output import EncodedSequence, ModelOutput
-from journey_model.tasks import Task
+from journey_model.models.tasks import Task
 
 RNN_CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from journey_model.batch import PAD_ID, FeatureSpec, SequenceBatch
+from journey_model.data.batch import PAD_ID, FeatureSpec, SequenceBatch
 from journey_model.models.atrank import ATRankConfig, ATRankEncoder
 from journey_model.models.attention import FeedForward, MultiHeadAttention
 from journey_model.models.base import JourneyModel
@@ -27,7 +27,7 @@ from journey_model.models.decoding import DecoderStep, teacher_forcing_inputs
 from journey_model.models.embedding import sinusoidal_positions
 from journey_model.models.heads import TaskHeads
 from journey_model.models.output import EncodedSequence, ModelOutput
-from journey_model.tasks import Task
+from journey_model.models.tasks import Task
 
 
 @dataclass

@@ -1,0 +1,112 @@
+"""Atomic file writes: every file the project publishes appears whole or not at all.
+
+A file is written under a hidden temporary name beside its final path (``.NAME.<pid>.tmp``: same folder,
+so the rename is atomic; the pid keeps two processes that write the same file from writing into one
+temporary) and renamed onto the final path with ``os.replace`` only once it is complete. A reader — or a
+job resuming after a crash — therefore never sees a half-written file under a real name.
+
+* :func:`atomic_path` — a ``with`` block around a write that happens in one place;
+* :class:`StagedFile` — the same for a writer that stays open across calls (streamed Parquet parts);
+* :func:`write_text_atomic`, :func:`write_bytes_atomic`, :func:`write_json_atomic` — the common cases;
+* :func:`remove_stale_temporaries` — clears what a killed process left behind (a killed process cannot
+  delete its temporary, and the next one has another pid).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+TEMPORARY_SUFFIX = ".tmp"
+TEMPORARY_GLOB = ".*" + TEMPORARY_SUFFIX  # every temporary that temporary_path names
+
+
+def temporary_path(path: str | Path) -> Path:
+    """The hidden temporary sibling a write of ``path`` goes to: ``.NAME.<pid>.tmp`` in the same folder."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}{TEMPORARY_SUFFIX}")
+
+
+class StagedFile:
+    """A file being written under :func:`temporary_path` until :meth:`commit` renames it onto ``path``.
+
+    For writers that outlive one function call; :func:`atomic_path` is the ``with``-block form.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.temporary = temporary_path(self.path)
+
+    def commit(self) -> Path:
+        """Publish the finished temporary under its final name (replacing any older file there)."""
+        os.replace(self.temporary, self.path)
+        return self.path
+
+    def discard(self) -> None:
+        """Drop the temporary (a failed write); the final path is left as it was."""
+        self.temporary.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield the temporary path to write; on success rename it onto ``path``, on error delete it.
+
+    The final path is untouched until the block ends without an error, so an older version of the file (or
+    no file) stays in place when the write fails or the process dies.
+    """
+    staged = StagedFile(path)
+    try:
+        yield staged.temporary
+    except BaseException:
+        staged.discard()
+        raise
+    staged.commit()
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_path(path) as temporary:
+        temporary.write_bytes(data)
+    return Path(path)
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    with atomic_path(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json_atomic(path: str | Path, data: Any, *, indent: int | None = 1) -> Path:
+    """Write ``data`` as JSON to ``path`` atomically; values JSON cannot hold (dates, paths) become strings."""
+    return write_text_atomic(path, json.dumps(data, indent=indent, default=str))
+
+
+def remove_stale_temporaries(folder: str | Path, *names: str) -> int:
+    """Delete temporaries directly in ``folder``; returns how many were removed.
+
+    With ``names`` (file names or glob patterns such as ``part-*.parquet``) only the temporaries of those
+    files go — for a folder that may hold other people's files; without, every ``.*.tmp``. Either way only
+    when the caller owns those files at that moment (a job starting or resuming there): a temporary that a
+    live process is still writing would be removed too.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    # ".NAME.*tmp" matches temporary_path's ".NAME.<pid>.tmp" and the pid-less ".NAME.tmp" of older versions.
+    patterns = [f".{name}.*{TEMPORARY_SUFFIX[1:]}" for name in names] or [TEMPORARY_GLOB]
+    removed = 0
+    for pattern in patterns:
+        for temporary in folder.glob(pattern):
+            if temporary.is_file():
+                temporary.unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
+__all__ = ["StagedFile", "atomic_path", "remove_stale_temporaries", "temporary_path", "write_bytes_atomic",
+           "write_json_atomic", "write_text_atomic"]

@@ -1,0 +1,529 @@
+"""`journey prepare`: canonical events -> point-in-time sequence datasets every model trains on.
+
+The job runs in two passes with memory bounded by one customer partition, not by the input:
+
+1. **Scan.** Stream the canonical event parts in record batches; gather the statistics the preprocessor
+   is fitted on (value counts, amount moments, time range) from the events allowed to shape it (those
+   before the validation period for out-of-time splits, the training customers for customer splits); and
+   spill every event into one of N partitions by a hash of its customer id.
+2. **Build.** For each partition: sort its events by (customer, time), make the (customer, cut-off)
+   examples (calendar dates, every event, or a labels table), encode them with the fitted
+   :class:`~journey_model.data.preprocessing.Preprocessor` (see :mod:`journey_model.data.sequences` for the
+   strictly-before rule), assign splits, purge training examples whose targets reach into the validation or
+   test period, and write ``train/ val/ test/`` Parquet parts.
+
+Every part is written atomically and every finished partition is recorded, so an interrupted job resumes
+where it stopped; ``manifest.json`` is written last and marks the dataset complete. Every dropped example
+is counted, by reason, in the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from journey_model.core.files import atomic_path
+from journey_model.core.fingerprint import file_digest, fingerprint
+from journey_model.core.jobs import ResumableJob
+from journey_model.core.resources import peak_rss_mb
+from journey_model.core.settings import FieldValues, option
+from journey_model.data.partitioning import customer_hash, event_files, partition_count, spill_by_customer
+from journey_model.data.preprocessing import FieldStatistics, PreprocessingConfig, Preprocessor
+from journey_model.data.schema import CUSTOMER_ID, TIMESTAMP, TIMESTAMP_TYPE, DatasetConfig
+from journey_model.data.sequences import CUTOFF, MICROS_PER_DAY, encode_examples, timestamps_to_micros
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+MANIFEST_FILE = "manifest.json"
+SCAN_FILE = "scan.json"  # the job state: the fitted preprocessor and the partition count
+
+
+class PrepareError(ValueError):
+    """The events, labels or options cannot make a point-in-time dataset; the message says why."""
+
+
+def parse_cutoffs(text: str) -> FieldValues:
+    """``--cutoffs labels|every-event|DATE,DATE…`` -> the cut-off strategy and, for dates, the dates."""
+    if text in ("labels", "every-event"):
+        return FieldValues(cutoff_strategy=text, cutoff_dates=[])
+    return FieldValues(cutoff_strategy="dates", cutoff_dates=[d.strip() for d in text.split(",") if d.strip()])
+
+
+def parse_targets(specs: list[str]) -> dict[str, list[Any]]:
+    """Repeated ``--target NAME=EVENT_TYPE@DAYS`` -> ``{name: [event_type, days]}``."""
+    targets: dict[str, list[Any]] = {}
+    for spec in specs:
+        try:
+            name, rest = spec.split("=", 1)
+            event_type, days = rest.rsplit("@", 1)
+            targets[name] = [event_type, float(days)]
+        except ValueError as error:
+            raise PrepareError(f"--target {spec!r}: expected NAME=EVENT_TYPE@DAYS, e.g. churn=account_close@30") from error
+    return targets
+
+
+@dataclass
+class PrepareConfig:
+    """Everything `journey prepare` needs. Saved in the manifest and the preprocessing artifact."""
+
+    events_dir: str = option(help="folder with events/ and dataset.yaml (from ingest or synth)", flag="--events")
+    out_dir: str = option(help="output folder: train/ val/ test/, preprocessing.json and manifest.json", flag="--out")
+    cutoff_strategy: str = option(
+        "labels", "'labels' (cut-offs from a labels table), 'every-event' (each prefix predicts the next event) or "
+        "comma-separated ISO dates", flag="--cutoffs", parse=parse_cutoffs, choices=("labels", "every-event", "dates"),
+        metavar="labels|every-event|DATE,…")
+    cutoff_dates: list[str] = option(factory=list, help="ISO dates of the 'dates' strategy (given by --cutoffs)",
+                                     cli=False)
+    labels_path: str | None = option(None, "labels table; none = EVENTS/labels.parquet", flag="--labels")
+    label_horizon_days: float | None = option(
+        None, "how many days after the cut-off the labels table's targets look (for purging); none = from "
+        "labels.json beside the table, else 0 [days]")
+    horizon_targets: dict[str, list[Any]] = option(
+        factory=dict, help="derive a binary target: EVENT_TYPE happens within DAYS after the cut-off (repeatable)",
+        flag="--target", repeat=True, metavar="NAME=EVENT_TYPE@DAYS", parse=parse_targets)
+    forecast_horizon_days: float = option(30.0, "window of the next-K forecast target [days]")
+    min_history: int = option(1, "drop examples with fewer input events (counted) [events]")
+    max_examples_per_customer: int | None = option(None, "every-event: keep the most recent N cut-offs; none = all")
+    split: str = option("time", "out-of-time or by-customer split", choices=("time", "customer"))
+    val_from: str | None = option(None, "time split: first validation cut-off date; none = the second-last cut-off")
+    test_from: str | None = option(None, "time split: first test cut-off date; none = the last cut-off")
+    val_fraction: float = option(0.1, "customer split: validation share of customers")
+    test_fraction: float = option(0.1, "customer split: test share of customers")
+    seed: int = option(0, "salts the customer hash of the customer split")
+    events_per_partition: int = option(2_000_000, "spill partition size; bounds peak memory [events]")
+    batch_rows: int = option(500_000, "rows per record batch while scanning [rows]")
+    preprocessing: PreprocessingConfig = field(default_factory=PreprocessingConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.preprocessing, dict):
+            self.preprocessing = PreprocessingConfig(**self.preprocessing)
+        if self.cutoff_strategy not in ("dates", "every-event", "labels"):
+            raise PrepareError(f"cutoff_strategy {self.cutoff_strategy!r}: expected dates, every-event or labels")
+        if self.split not in ("time", "customer"):
+            raise PrepareError(f"split {self.split!r}: expected time or customer")
+        if self.cutoff_strategy == "dates" and not self.cutoff_dates:
+            raise PrepareError("cutoff_strategy 'dates' needs at least one date in cutoff_dates")
+        for name, spec in self.horizon_targets.items():
+            if len(spec) != 2 or float(spec[1]) <= 0:
+                raise PrepareError(f"horizon target {name!r}: expected [event_type, days > 0], got {spec!r}")
+
+    def fingerprint(self) -> str:
+        """Same config -> same value: how a resumed run recognises the unfinished work of its own config."""
+        return fingerprint(asdict(self))
+
+
+@dataclass
+class PrepareReport:
+    """What `journey prepare` produced and dropped, with its speed and memory."""
+
+    out_dir: str
+    events: int
+    examples: dict[str, int]  # split -> examples written
+    dropped: dict[str, int]  # reason -> examples dropped
+    censored_labels: dict[str, int]  # target -> examples whose label window is not fully observed
+    blanked_targets: dict[str, int]  # reason -> targets made unknown because they reach the next period
+    seconds: float
+    events_per_second: float
+    peak_rss_mb: float
+    partitions: int
+    resumed_partitions: int = 0
+
+    def summary(self) -> str:
+        lines = [
+            f"prepared {sum(self.examples.values()):,} examples from {self.events:,} events "
+            f"in {self.seconds:.1f} s ({self.events_per_second:,.0f} events/s, peak RSS {self.peak_rss_mb:,.0f} MB)",
+            "  " + ", ".join(f"{split}: {n:,}" for split, n in self.examples.items()),
+        ]
+        if self.dropped:
+            lines.append("  dropped: " + ", ".join(f"{reason}: {n:,}" for reason, n in sorted(self.dropped.items())))
+        if self.blanked_targets:
+            lines.append("  targets blanked (purged): " + ", ".join(
+                f"{reason}: {n:,}" for reason, n in sorted(self.blanked_targets.items())))
+        if any(self.censored_labels.values()):
+            lines.append(
+                "  label unknown (window past the data): "
+                + ", ".join(f"{t}: {n:,}" for t, n in self.censored_labels.items())
+            )
+        if self.resumed_partitions:
+            lines.append(f"  resumed: {self.resumed_partitions} of {self.partitions} partitions were already done")
+        lines.append(f"  output: {self.out_dir}")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def _to_micros(date: str) -> int:
+    """An ISO date or time (naive = UTC) as microseconds since the epoch."""
+    stamp = pd.Timestamp(date)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return int(stamp.value // 1000)
+
+
+# --------------------------------------------------------------------------------------------- the job
+class _Job:
+    """One run of `journey prepare`; state shared by the scan and the build pass."""
+
+    def __init__(self, config: PrepareConfig, overwrite: bool, progress: bool) -> None:
+        self.config = config
+        self.progress = progress
+        self.events_dir = Path(config.events_dir)
+        self.out = Path(config.out_dir)
+        dataset_file = self.events_dir / "dataset.yaml"
+        if not dataset_file.exists():
+            raise PrepareError(f"{self.events_dir}: no dataset.yaml (write one with `journey ingest` or `journey synth`)")
+        self.dataset = DatasetConfig.load(dataset_file)
+        try:
+            self.files = event_files(self.events_dir)
+        except ValueError as error:
+            raise PrepareError(str(error)) from error
+        if (self.out / MANIFEST_FILE).exists():  # whichever config made it: replaced only on request
+            if not overwrite:
+                raise PrepareError(f"{self.out} already holds a complete prepared dataset; pass overwrite to rebuild")
+            shutil.rmtree(self.out)
+        self.labels = self._load_labels()
+        self.val_from, self.test_from = self._split_dates()
+        # Made after the labels are read: the fingerprint covers the label horizon taken from their sidecar.
+        self.output = ResumableJob(self.out, config.fingerprint(), state_file=SCAN_FILE, manifest_file=MANIFEST_FILE,
+                                   part_folders=SPLITS)
+        self.work = self.output.work
+        self.dropped: Counter = Counter()
+        self.censored: Counter = Counter()
+        self.blanked: Counter = Counter()
+        self._label_partition: np.ndarray | None = None
+
+    # ---- labels and split dates
+    def _load_labels(self) -> pa.Table | None:
+        if self.config.cutoff_strategy != "labels":
+            return None
+        path = Path(self.config.labels_path) if self.config.labels_path else self.events_dir / "labels.parquet"
+        if not path.exists():
+            raise PrepareError(f"cutoff strategy 'labels' needs a labels table; {path} does not exist")
+        table = pq.read_table(path)
+        for column in (CUSTOMER_ID, CUTOFF):
+            if column not in table.column_names:
+                raise PrepareError(f"{path}: labels table lacks column {column!r}; columns: {table.column_names}")
+        try:
+            table = table.set_column(
+                table.column_names.index(CUTOFF), CUTOFF, table.column(CUTOFF).cast(TIMESTAMP_TYPE)
+            )
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+            raise PrepareError(f"{path}: column 'cutoff' must be a timestamp, got {table.column(CUTOFF).type}") from error
+        nulls = table.column(CUSTOMER_ID).null_count + table.column(CUTOFF).null_count
+        if nulls:
+            raise PrepareError(f"{path}: {nulls} rows have a null customer_id or cutoff")
+        targets = [c for c in table.column_names if c not in (CUSTOMER_ID, CUTOFF)]
+        for name in targets:
+            if not (pa.types.is_floating(table.column(name).type) or pa.types.is_integer(table.column(name).type)
+                    or pa.types.is_boolean(table.column(name).type)):
+                raise PrepareError(f"{path}: target column {name!r} has type {table.column(name).type}, expected 0/1 numbers")
+        table = table.set_column(
+            table.column_names.index(CUSTOMER_ID), CUSTOMER_ID, table.column(CUSTOMER_ID).cast(pa.string())
+        )
+        if self.config.label_horizon_days is None:
+            sidecar = path.with_suffix(".json")
+            horizon = json.loads(sidecar.read_text()).get("horizon_days") if sidecar.exists() else None
+            self.config.label_horizon_days = float(horizon) if horizon is not None else 0.0
+        return table
+
+    def _candidate_cutoffs(self) -> np.ndarray:
+        if self.config.cutoff_strategy == "dates":
+            return np.array(sorted({_to_micros(d) for d in self.config.cutoff_dates}), dtype=np.int64)
+        if self.config.cutoff_strategy == "labels":
+            assert self.labels is not None
+            return np.unique(timestamps_to_micros(self.labels.column(CUTOFF)))
+        return np.array([], dtype=np.int64)
+
+    def _split_dates(self) -> tuple[int | None, int | None]:
+        if self.config.split != "time":
+            return None, None
+        val_from = _to_micros(self.config.val_from) if self.config.val_from else None
+        test_from = _to_micros(self.config.test_from) if self.config.test_from else None
+        if val_from is None or test_from is None:
+            cutoffs = self._candidate_cutoffs()
+            if self.config.cutoff_strategy == "every-event":
+                low, high = self._time_range_from_metadata()
+                default_val, default_test = low + int(0.8 * (high - low)), low + int(0.9 * (high - low))
+            elif cutoffs.size >= 3:
+                default_val, default_test = int(cutoffs[-2]), int(cutoffs[-1])
+            else:
+                raise PrepareError(
+                    f"an out-of-time split needs at least 3 distinct cut-off dates to choose val/test by default, "
+                    f"found {cutoffs.size}; pass val_from and test_from, or use split='customer'"
+                )
+            val_from = default_val if val_from is None else val_from
+            test_from = default_test if test_from is None else test_from
+        if val_from > test_from:
+            raise PrepareError("val_from must not be after test_from")
+        return val_from, test_from
+
+    def _time_range_from_metadata(self) -> tuple[int, int]:
+        low, high = None, None
+        for path in self.files:
+            metadata = pq.ParquetFile(path).metadata
+            index = metadata.schema.to_arrow_schema().get_field_index(TIMESTAMP)
+            for g in range(metadata.num_row_groups):
+                stats = metadata.row_group(g).column(index).statistics
+                if stats is None or not stats.has_min_max:
+                    continue
+                lo, hi = pd.Timestamp(stats.min).value // 1000, pd.Timestamp(stats.max).value // 1000
+                low = lo if low is None else min(low, lo)
+                high = hi if high is None else max(high, hi)
+        if low is None:
+            raise PrepareError("every-event out-of-time split: event files carry no timestamp statistics; pass val_from/test_from")
+        return int(low), int(high)
+
+    # ---- pass 1: scan
+    def scan(self) -> tuple[FieldStatistics, FieldStatistics, int, str]:
+        """Fit statistics (restricted), full statistics, the number of partitions, the input hash."""
+        partitions = partition_count(self.files, self.config.events_per_partition)
+        fit_stats, all_stats = FieldStatistics(), FieldStatistics()
+
+        def gather_statistics(table: pa.Table) -> None:
+            all_stats.update(table, self.dataset)
+            fit_stats.update(table.filter(self._fit_mask(table)), self.dataset)
+
+        spill_by_customer(self.files, self.dataset, self.work / "spill", partitions, self.config.batch_rows,
+                          on_batch=gather_statistics, progress=self.progress, desc="scan")
+        return fit_stats, all_stats, partitions, file_digest(self.files, with_names=True)
+
+    def _fit_mask(self, table: pa.Table) -> pa.Array:
+        """Which events may shape the preprocessor: nothing from the validation/test period or customers."""
+        if self.config.split == "time":
+            assert self.val_from is not None
+            return pa.array(timestamps_to_micros(table.column(TIMESTAMP)) < self.val_from)
+        return pa.array(self._customer_split(table.column(CUSTOMER_ID)) == 0)
+
+    def _customer_split(self, customers: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        """0 train, 1 val, 2 test by a salted hash of the customer id."""
+        unit = (customer_hash(customers, salt=self.config.seed + 1) % 1_000_000) / 1_000_000
+        split = np.zeros(unit.shape[0], dtype=np.int8)
+        split[unit < self.config.val_fraction + self.config.test_fraction] = 1
+        split[unit < self.config.test_fraction] = 2
+        return split
+
+    # ---- pass 2: build
+    def examples_for(self, events: pa.Table, partition: int, partitions: int) -> pa.Table:
+        strategy = self.config.cutoff_strategy
+        if strategy == "labels":
+            assert self.labels is not None
+            if self._label_partition is None:
+                self._label_partition = customer_hash(self.labels.column(CUSTOMER_ID)) % partitions
+            return self.labels.filter(pa.array(self._label_partition == partition))
+        customers = pc.unique(events.column(CUSTOMER_ID))
+        if strategy == "dates":
+            dates = self._candidate_cutoffs()
+            return pa.table({
+                CUSTOMER_ID: pa.array(np.repeat(customers.to_numpy(zero_copy_only=False), dates.size), pa.string()),
+                CUTOFF: pa.array(np.tile(dates, len(customers)), pa.int64()).cast(TIMESTAMP_TYPE),
+            })
+        # every-event: each distinct event time of a customer is a cut-off predicting what happens at it.
+        distinct = events.select([CUSTOMER_ID, TIMESTAMP]).group_by([CUSTOMER_ID, TIMESTAMP]).aggregate([])
+        distinct = distinct.sort_by([(CUSTOMER_ID, "ascending"), (TIMESTAMP, "ascending")])
+        if self.config.max_examples_per_customer:
+            frame = distinct.to_pandas()
+            rank = frame.groupby(CUSTOMER_ID).cumcount(ascending=False)
+            keep = rank.to_numpy() < self.config.max_examples_per_customer
+            self.dropped["beyond max_examples_per_customer"] += int((~keep).sum())
+            distinct = distinct.filter(pa.array(keep))
+        return pa.table({CUSTOMER_ID: distinct.column(CUSTOMER_ID), CUTOFF: distinct.column(TIMESTAMP).cast(TIMESTAMP_TYPE)})
+
+    def assign_splits(self, rows: pa.Table) -> dict[str, pa.Table]:
+        cutoff = timestamps_to_micros(rows.column(CUTOFF))
+        if self.config.split == "customer":
+            split = self._customer_split(rows.column(CUSTOMER_ID))
+            return {name: rows.filter(pa.array(split == i)) for i, name in enumerate(SPLITS)}
+        assert self.val_from is not None and self.test_from is not None
+        split = np.where(cutoff >= self.test_from, 2, np.where(cutoff >= self.val_from, 1, 0))
+        boundary = np.where(split == 0, self.val_from, np.where(split == 1, self.test_from, np.iinfo(np.int64).max))
+        rows, all_unknown = self._blank_leaking_targets(rows, cutoff, boundary, split)
+        split = np.where(all_unknown, -1, split)
+        return {name: rows.filter(pa.array(split == i)) for i, name in enumerate(SPLITS)}
+
+    def _blank_leaking_targets(
+        self, rows: pa.Table, cutoff: np.ndarray, boundary: np.ndarray, split: np.ndarray
+    ) -> tuple[pa.Table, np.ndarray]:
+        """Purge: a target that depends on events at or after the next period's start would carry that
+        period's future into training (or validation). Such targets become unknown (counted); an example
+        left with no known target is dropped (counted)."""
+        known_any = np.zeros(rows.num_rows, dtype=bool)
+
+        def count(mask: np.ndarray, what: str) -> None:
+            for i in range(2):
+                n = int((mask & (split == i)).sum())
+                if n:
+                    self.blanked[f"{SPLITS[i]}: {what} reaches into the {SPLITS[i + 1]} period"] += n
+
+        horizons = {name: float(days) for name, (_, days) in self.config.horizon_targets.items()}
+        for name in [c[2:] for c in rows.column_names if c.startswith("y_")]:
+            days = horizons.get(name, float(self.config.label_horizon_days or 0.0))
+            leak = cutoff + int(days * MICROS_PER_DAY) > boundary
+            count(leak, f"label window of {name!r}")
+            values = rows.column(f"y_{name}").to_numpy(zero_copy_only=False).astype(np.float32)
+            values[leak] = np.nan
+            rows = rows.set_column(rows.column_names.index(f"y_{name}"), f"y_{name}", pa.array(values))
+            known_any |= ~np.isnan(values)
+
+        next_ts = rows.column("next_event_ts").cast(pa.int64()).to_numpy(zero_copy_only=False)
+        has_next = ~np.isnan(next_ts.astype(np.float64))
+        leak = has_next & (np.nan_to_num(next_ts.astype(np.float64), nan=0) >= boundary)
+        count(leak, "next event")
+        for column in ("next_event_type", "next_item"):
+            if column in rows.column_names:
+                values = rows.column(column).to_numpy(zero_copy_only=False).copy()
+                values[leak] = 0
+                rows = rows.set_column(rows.column_names.index(column), column, pa.array(values, pa.int32()))
+        known_any |= has_next & ~leak
+        if leak.any():
+            stamps = rows.column("next_event_ts").combine_chunks()
+            rows = rows.set_column(rows.column_names.index("next_event_ts"), "next_event_ts",
+                                   pc.if_else(pa.array(leak), pa.scalar(None, stamps.type), stamps))
+
+        forecast = rows.column("forecast_event_type").combine_chunks()
+        leak = (cutoff + int(self.config.forecast_horizon_days * MICROS_PER_DAY) > boundary) & (
+            pc.list_value_length(forecast).to_numpy(zero_copy_only=False) > 0
+        )
+        count(leak, "forecast window")
+        if leak.any():
+            offsets = forecast.offsets.to_numpy()
+            lengths = np.where(leak, 0, np.diff(offsets))
+            keep = np.repeat(~leak, np.diff(offsets))
+            values = forecast.flatten().to_numpy(zero_copy_only=False)[keep]
+            forecast = pa.ListArray.from_arrays(pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)), pa.array(values))
+            rows = rows.set_column(rows.column_names.index("forecast_event_type"), "forecast_event_type", forecast)
+        known_any |= pc.list_value_length(forecast).to_numpy(zero_copy_only=False) > 0
+        for i in range(2):
+            n = int((~known_any & (split == i)).sum())
+            if n:
+                self.dropped[f"{SPLITS[i]}: no target left after purging"] += n
+        return rows, ~known_any
+
+    def build_partition(self, preprocessor: Preprocessor, partition: int, partitions: int) -> dict[str, int]:
+        before = {"dropped": Counter(self.dropped), "censored": Counter(self.censored), "blanked": Counter(self.blanked)}
+        spill_file = self.work / "spill" / f"part-{partition:05d}.parquet"
+        events = pq.read_table(spill_file) if spill_file.exists() else self.dataset.arrow_schema().empty_table()
+        examples = self.examples_for(events, partition, partitions)
+        horizon = {name: (str(spec[0]), float(spec[1])) for name, spec in self.config.horizon_targets.items()}
+        rows = encode_examples(preprocessor, events, examples, horizon, self.config.forecast_horizon_days)
+        short = pc.less(rows.column("length"), self.config.min_history)
+        n_short = int(pc.sum(short).as_py() or 0)
+        if n_short:
+            self.dropped[f"fewer than {self.config.min_history} events before the cut-off"] += n_short
+            rows = rows.filter(pc.invert(short))
+        for name in horizon:
+            self.censored[name] += int(rows.column(f"y_{name}").null_count + pc.sum(pc.is_nan(rows.column(f"y_{name}"))).as_py())
+        counts = {}
+        for split, table in self.assign_splits(rows).items():
+            folder = self.out / split
+            folder.mkdir(parents=True, exist_ok=True)
+            with atomic_path(folder / f"part-{partition:05d}.parquet") as temporary:
+                pq.write_table(table, temporary, compression="zstd")
+            counts[split] = table.num_rows
+        self.output.mark_done(
+            partition, {"counts": counts, **{name: dict(getattr(self, name) - before[name]) for name in before}}
+        )
+        return counts
+
+
+def prepare(config: PrepareConfig, *, overwrite: bool = False, progress: bool = True) -> PrepareReport:
+    """Build the point-in-time dataset described by ``config``; resumes an interrupted run of the same config."""
+    started = time.perf_counter()
+    job = _Job(config, overwrite=overwrite, progress=progress)
+    scanned = job.output.resume()
+    if scanned is not None:
+        preprocessor = Preprocessor.from_dict(scanned["preprocessor"], source=str(job.output.state_file))
+        partitions, events_total = scanned["partitions"], scanned["events"]
+    else:  # a fresh job, or another config's unfinished one: that one is replaced
+        job.output.reset(*(job.out / split for split in SPLITS))
+        fit_stats, all_stats, partitions, input_hash = job.scan()
+        if fit_stats.events == 0:
+            raise PrepareError("no events fall in the training period/customers: check val_from and the split")
+        outcome_names = _outcome_names(job)
+        preprocessor = Preprocessor.fit(fit_stats, job.dataset, config.preprocessing, outcome_names, input_hash)
+        # Censoring is judged against the whole observed log, not only the events the vocabulary saw.
+        if all_stats.max_ts is not None:
+            preprocessor.observed_until = str(np.datetime64(all_stats.max_ts, "us")) + "Z"
+        preprocessor.extra = {
+            "prepare": asdict(config),
+            "val_from": job.val_from,
+            "test_from": job.test_from,
+        }
+        events_total = all_stats.events
+        job.output.save_state({"preprocessor": preprocessor.to_dict(), "partitions": partitions, "events": events_total})
+
+    counts: Counter = Counter()
+    already = 0
+    for partition in tqdm(range(partitions), desc="build", unit="part", disable=not progress):
+        done = job.output.done(partition)
+        if done is not None:
+            counts.update(done["counts"])
+            for name in ("dropped", "censored", "blanked"):
+                getattr(job, name).update(done[name])
+            already += 1
+            continue
+        counts.update(job.build_partition(preprocessor, partition, partitions))
+    if config.cutoff_strategy == "labels" and job.labels is not None:
+        _check_labels_accounted(job, counts)
+
+    preprocessor.save(job.out)
+    seconds = time.perf_counter() - started
+    report = PrepareReport(
+        out_dir=str(job.out),
+        events=int(events_total),
+        examples={split: int(counts.get(split, 0)) for split in SPLITS},
+        dropped=dict(job.dropped),
+        censored_labels=dict(job.censored),
+        blanked_targets=dict(job.blanked),
+        seconds=seconds,
+        events_per_second=events_total / seconds if seconds else 0.0,
+        peak_rss_mb=peak_rss_mb(),
+        partitions=partitions,
+        resumed_partitions=already,
+    )
+    job.output.finish({**asdict(report), "config": asdict(config), "artifact_hash": preprocessor.artifact_hash,
+                       "outcome_names": preprocessor.outcome_names})
+    return report
+
+
+def _outcome_names(job: _Job) -> list[str]:
+    names = []
+    if job.labels is not None:
+        names += [c for c in job.labels.column_names if c not in (CUSTOMER_ID, CUTOFF)]
+    names += [n for n in job.config.horizon_targets if n not in names]
+    return names
+
+
+def _check_labels_accounted(job: _Job, counts: Counter) -> None:
+    """Every labels-table row is either an example or a counted drop."""
+    assert job.labels is not None
+    accounted = sum(counts.values()) + sum(job.dropped.values())
+    if accounted != job.labels.num_rows:
+        raise PrepareError(
+            f"internal check failed: {job.labels.num_rows} label rows but {accounted} examples + drops"
+        )
+
+
+def read_split(out_dir: str | Path, split: str, columns: list[str] | None = None) -> pa.Table:
+    """Read one split of a prepared dataset (all its parts)."""
+    folder = Path(out_dir) / split
+    if not (Path(out_dir) / MANIFEST_FILE).exists():
+        raise PrepareError(f"{out_dir} is not a complete prepared dataset (no {MANIFEST_FILE}); run `journey prepare`")
+    files = sorted(folder.glob("part-*.parquet"))
+    if not files:
+        raise PrepareError(f"{folder}: no parts")
+    return pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
+
+
+__all__ = ["PrepareConfig", "PrepareError", "PrepareReport", "prepare", "read_split"]

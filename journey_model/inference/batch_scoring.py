@@ -1,0 +1,497 @@
+"""`journey score`: batch scoring of every customer in an event folder, locally or on Spark.
+
+The local engine runs in two passes with memory bounded by one partition, not by the input (the shape of
+`journey prepare`):
+
+1. **Spill.** Stream the canonical event parts in record batches and write every event into one of N
+   partitions by a hash of its customer id, so that each customer's events end up in one partition.
+2. **Score.** For each partition: sort by customer, cut it into chunks of ``chunk_customers`` customers,
+   and score each chunk with the same code as the online API
+   (:func:`score_events_table`: canonical events -> :func:`~journey_model.data.sequences.encode_examples` ->
+   :meth:`Scorer.score_rows`, or :func:`journey_model.inference.explain.explain_rows` when top reasons are asked
+   for). The partition's rows go to a hidden temporary file that is renamed to ``part-NNNNN.parquet`` when
+   the partition is complete, then a done-marker is written.
+
+An interrupted job run again with the same model, input, cut-off and options skips the partitions already
+marked done and redoes the others (a redone partition replaces its part atomically), so no customer is
+missing or written twice. The cut-off "now" is fixed when the job starts and kept for the resumed run.
+
+The Spark engine (:func:`score_spark`) runs the same per-customer scoring with
+``groupBy(bucket).applyInPandas`` over customer-hash buckets: the model bundle is shipped to the executors
+with ``SparkContext.addFile`` and loaded once per Python worker; Spark writes the output with its own
+commit protocol (``_SUCCESS`` marks a complete job).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+from tqdm.auto import tqdm
+
+from journey_model.core.files import atomic_path, write_json_atomic
+from journey_model.core.fingerprint import fingerprint
+from journey_model.core.jobs import ResumableJob
+from journey_model.core.resources import peak_rss_mb
+from journey_model.core.settings import option
+from journey_model.data.partitioning import event_files, partition_count, spill_by_customer
+from journey_model.data.schema import CUSTOMER_ID, TIMESTAMP, TIMESTAMP_TYPE, conform_table
+from journey_model.data.sequences import CUTOFF, encode_examples, timestamps_to_micros
+from journey_model.inference.explain import REASON_TYPE, explain_rows, reasons_column
+from journey_model.inference.scorer import ModelIdentity, Scorer, ScoringError, open_bundle
+
+log = logging.getLogger(__name__)
+
+MANIFEST_FILE = "_manifest.json"
+JOB_FILE = "job.json"  # the job state: cut-off, spill done, partition count
+CUTOFF_NOW = "now"
+CUTOFF_LAST_EVENT = "last-event"
+ENGINES = ("local", "spark")
+
+
+ModelOpener = Callable[[str], tuple[Scorer, ModelIdentity]]  # --model -> (scorer, identity)
+
+
+class BatchScoringError(ValueError):
+    """Options, input or output that a scoring job cannot use; the message says which and why."""
+
+
+@dataclass
+class BatchScoringConfig:
+    """One batch scoring job."""
+
+    model: str = option(help="model bundle folder or MLflow model URI (models:/NAME@champion)")
+    events_dir: str = option(help="folder with events/part-*.parquet (from ingest or synth), or the parts themselves",
+                             flag="--events")
+    out_dir: str = option(help="output folder: part-*.parquet and _manifest.json", flag="--out")
+    cutoff: str = option(CUTOFF_NOW, "score as of this ISO date/time (UTC if no offset), 'now' (job start; kept on "
+                         "resume) or 'last-event' (just after each customer's last event)")
+    top_reasons: int = option(3, "reasons per task in the output; 0 = none (one plain forward pass, faster)")
+    chunk_customers: int = option(1024, "customers scored together; bounds the scoring pass's memory [customers]")
+    events_per_partition: int = option(2_000_000, "events per spill partition / Spark group; bounds memory and "
+                                       "resume granularity [events]")
+    batch_rows: int = option(500_000, "rows per record batch while spilling [rows]")
+    engine: str = option("local", "local: streaming in this process; spark: applyInPandas on a Spark session",
+                         choices=ENGINES)
+    spark_master: str | None = option(None, "Spark master when no session runs; none = local[2]")
+    torch_threads: int = option(1, "intra-op threads of the local engine; 0 = all cores. One was fastest on a "
+                                "shared 2-core machine; raise it on a dedicated many-core one (Spark tasks use 1) "
+                                "[threads]")
+    progress: bool = option(True, "progress bars on stderr (-q turns them off)")
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise BatchScoringError(f"engine {self.engine!r}: expected one of {list(ENGINES)}")
+        if self.chunk_customers < 1 or self.events_per_partition < 1 or self.top_reasons < 0:
+            raise BatchScoringError(
+                f"chunk_customers ({self.chunk_customers}) and events_per_partition ({self.events_per_partition}) "
+                f"must be >= 1, top_reasons ({self.top_reasons}) >= 0"
+            )
+        if self.cutoff not in (CUTOFF_NOW, CUTOFF_LAST_EVENT):
+            resolve_cutoff(self.cutoff)  # fail early on an unparseable date
+
+
+@dataclass
+class BatchScoringReport:
+    """What a scoring job wrote and skipped, with its speed and memory."""
+
+    out_dir: str
+    model_name: str
+    model_version: str
+    cutoff: str  # the cut-off used: an ISO time, or "last-event"
+    customers: int  # customers scored and written
+    skipped_no_history: int  # customers with no event before the cut-off (not scored, counted)
+    events: int  # events read
+    events_after_cutoff: int  # events at or after the cut-off (not used)
+    partitions: int
+    resumed_partitions: int  # partitions already done by an earlier, interrupted run
+    seconds: float
+    customers_per_second: float
+    peak_rss_mb: float
+    engine: str = "local"
+    files: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [
+            f"scored {self.customers:,} customers with {self.model_name} version {self.model_version} at cut-off "
+            f"{self.cutoff} in {self.seconds:.1f} s ({self.customers_per_second:,.0f} customers/s, peak RSS "
+            f"{self.peak_rss_mb:,.0f} MiB) -> {self.out_dir}",
+        ]
+        if self.skipped_no_history:
+            lines.append(f"  skipped {self.skipped_no_history:,} customers with no event before the cut-off")
+        if self.events_after_cutoff:
+            lines.append(f"  {self.events_after_cutoff:,} events at or after the cut-off were not used")
+        if self.resumed_partitions:
+            lines.append(f"  resumed: {self.resumed_partitions} of {self.partitions} partitions were already done")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------- shared pieces
+def resolve_cutoff(spec: str, now: datetime | None = None) -> int | None:
+    """Microseconds since the epoch (UTC) of a cut-off spec; None for "last-event" (per customer)."""
+    if spec == CUTOFF_LAST_EVENT:
+        return None
+    if spec == CUTOFF_NOW:
+        stamp = pd.Timestamp(now or datetime.now(UTC))
+    else:
+        try:
+            stamp = pd.Timestamp(spec)
+        except (ValueError, TypeError) as error:
+            raise BatchScoringError(f"cutoff {spec!r}: not an ISO date or time (e.g. 2024-12-01 or "
+                                    "2024-12-01T00:00:00Z), 'now' or 'last-event'") from error
+        if stamp is pd.NaT:
+            raise BatchScoringError(f"cutoff {spec!r}: not a date")
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return int(stamp.value // 1000)
+
+
+def output_schema(scorer: Scorer, top_reasons: int) -> pa.Schema:
+    """Columns of the scored parts: customer_id, cutoff, model_name, model_version, n_events, scores, reasons."""
+    columns = [pa.field(CUSTOMER_ID, pa.string()), pa.field(CUTOFF, TIMESTAMP_TYPE),
+               pa.field("model_name", pa.string()), pa.field("model_version", pa.string()),
+               pa.field("n_events", pa.int32())]
+    for name in scorer.output_columns[3:]:
+        kind = pa.string() if name.startswith("next_event_") else pa.float64()
+        columns.append(pa.field(name, kind))
+    if top_reasons:
+        columns.append(pa.field("top_reasons", pa.list_(REASON_TYPE)))
+    return pa.schema(columns)
+
+
+def score_events_table(
+    scorer: Scorer, identity: ModelIdentity, events: pa.Table, cutoff_micros: int | None, top_reasons: int
+) -> tuple[pa.Table, int]:
+    """Score every customer of ``events`` (canonical) at one cut-off (None: just after each one's last event).
+
+    Returns the output rows (see :func:`output_schema`) of the customers with at least one event before the
+    cut-off, and how many customers had none (not scored).
+    """
+    customers = pc.unique(events.column(CUSTOMER_ID))
+    if cutoff_micros is None:  # as Scorer.score_events: one microsecond after each customer's last event
+        grouped = events.select([CUSTOMER_ID, TIMESTAMP]).group_by(CUSTOMER_ID).aggregate([(TIMESTAMP, "max")])
+        customers = grouped.column(CUSTOMER_ID)
+        cut = pa.array(timestamps_to_micros(grouped.column(f"{TIMESTAMP}_max")) + 1, pa.int64()).cast(TIMESTAMP_TYPE)
+    else:
+        cut = pa.array(np.full(len(customers), cutoff_micros, dtype=np.int64), pa.int64()).cast(TIMESTAMP_TYPE)
+    examples = pa.table({CUSTOMER_ID: customers, CUTOFF: cut})
+    rows = encode_examples(scorer.preprocessor, events, examples)
+    has_history = pc.greater(rows.column("length"), 0)
+    skipped = len(rows) - int(pc.sum(has_history).as_py() or 0)
+    rows = rows.filter(has_history)
+    schema = output_schema(scorer, top_reasons)
+    if rows.num_rows == 0:
+        return schema.empty_table(), skipped
+    if top_reasons:
+        frame, explanations = explain_rows(scorer, rows, top_k=top_reasons, with_events=False)
+    else:
+        frame, explanations = scorer.score_rows(rows), []
+    arrays = {
+        CUSTOMER_ID: pa.array(frame[CUSTOMER_ID], pa.string()),
+        CUTOFF: rows.column(CUTOFF),
+        "model_name": pa.array([identity.name] * len(frame), pa.string()),
+        "model_version": pa.array([identity.version] * len(frame), pa.string()),
+        "n_events": pa.array(frame["n_events"].to_numpy().astype(np.int32)),
+    }
+    for name in scorer.output_columns[3:]:
+        arrays[name] = pa.array(frame[name], schema.field(name).type)
+    if top_reasons:
+        arrays["top_reasons"] = reasons_column(explanations)
+    return pa.Table.from_arrays([arrays[f.name] for f in schema], schema=schema), skipped
+
+
+def _fingerprint(config: BatchScoringConfig, identity: ModelIdentity, files: list[Path]) -> str:
+    """Same model, input files (name, size, mtime), cut-off spec and options -> same fingerprint."""
+    facts: dict[str, Any] = {
+        "model": [identity.name, identity.version, identity.artifact_hash],
+        "files": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files],
+        "options": [config.cutoff, config.top_reasons, config.events_per_partition],
+    }
+    return fingerprint(facts)
+
+
+# --------------------------------------------------------------------------------------------- local engine
+class _LocalJob:
+    """One run of the local engine: spill, then score partition by partition."""
+
+    def __init__(self, config: BatchScoringConfig, scorer: Scorer, identity: ModelIdentity, overwrite: bool) -> None:
+        self.config = config
+        self.scorer = scorer
+        self.identity = identity
+        self.files = event_files(Path(config.events_dir))
+        self.dataset = scorer.preprocessor.dataset
+        self.fingerprint = _fingerprint(config, identity, self.files)
+        self.output = ResumableJob(config.out_dir, self.fingerprint, state_file=JOB_FILE, manifest_file=MANIFEST_FILE)
+        self.out, self.work = self.output.out, self.output.work
+        self.overwrite = overwrite
+
+    def prepare_output(self) -> dict[str, Any]:
+        """The job state to resume, or a fresh one; refuses to mix with another job's output."""
+        state = self.output.resume()
+        if state is not None:
+            return state
+        if self.output.holds_other_job():
+            if not self.overwrite:
+                raise BatchScoringError(
+                    f"{self.out}: holds an unfinished job with another model, input, cut-off or options; pass "
+                    "overwrite (--overwrite) to replace it, or choose another --out"
+                )
+        elif self.output.is_complete() or any(self.out.glob("part-*.parquet")):
+            if self.output.complete_manifest() is not None:
+                return {"complete": True}
+            if not self.overwrite:
+                raise BatchScoringError(f"{self.out}: already holds scores; pass overwrite (--overwrite) to replace them")
+        self.output.reset(*self.out.glob("part-*.parquet"))
+        # "now" is fixed here, once: a resumed run scores at the same cut-off.
+        return self.output.save_state({"cutoff_micros": resolve_cutoff(self.config.cutoff), "spilled": False})
+
+    def spill(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Pass 1: hash-partition every event by customer into the work folder."""
+        total_rows = sum(pq.ParquetFile(p).metadata.num_rows for p in self.files)
+        partitions = partition_count(self.files, self.config.events_per_partition)
+        spill = self.work / "spill"
+        shutil.rmtree(spill, ignore_errors=True)
+        cutoff = state["cutoff_micros"]
+        after_cutoff = 0
+
+        def count_after_cutoff(table: pa.Table) -> None:
+            nonlocal after_cutoff
+            if cutoff is not None:
+                after_cutoff += int(np.count_nonzero(timestamps_to_micros(table.column(TIMESTAMP)) >= cutoff))
+
+        spill_by_customer(self.files, self.dataset, spill, partitions, self.config.batch_rows,
+                          on_batch=count_after_cutoff, progress=self.config.progress)
+        state.update(spilled=True, partitions=partitions, events=total_rows, events_after_cutoff=after_cutoff)
+        return self.output.save_state(state)
+
+    def score_partition(self, partition: int, cutoff: int | None, bar: tqdm) -> dict[str, int]:
+        """Pass 2 for one partition: score it chunk by chunk into a hidden file, then publish it."""
+        spill_file = self.work / "spill" / f"part-{partition:05d}.parquet"
+        schema = output_schema(self.scorer, self.config.top_reasons)
+        written = skipped = 0
+        with (atomic_path(self.out / f"part-{partition:05d}.parquet") as temporary,
+              pq.ParquetWriter(temporary, schema, compression="zstd") as writer):
+            if spill_file.exists():
+                events = pq.read_table(spill_file)
+                for chunk in _customer_chunks(events, self.config.chunk_customers):
+                    table, n_skipped = score_events_table(self.scorer, self.identity, chunk, cutoff,
+                                                          self.config.top_reasons)
+                    writer.write_table(table)
+                    written += table.num_rows
+                    skipped += n_skipped
+                    bar.update(table.num_rows + n_skipped)
+        counts = {"customers": written, "skipped_no_history": skipped}
+        self.output.mark_done(partition, counts)
+        return counts
+
+
+def _customer_chunks(events: pa.Table, chunk_customers: int) -> Iterator[pa.Table]:
+    """Slices of ``events`` holding whole customers, at most ``chunk_customers`` each."""
+    if events.num_rows == 0:
+        return
+    events = events.take(pc.sort_indices(events, sort_keys=[(CUSTOMER_ID, "ascending")]))
+    ids = events.column(CUSTOMER_ID).combine_chunks()
+    changes = pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1)).to_numpy(zero_copy_only=False)
+    starts = np.concatenate([[0], np.flatnonzero(changes) + 1, [events.num_rows]])
+    for first in range(0, len(starts) - 1, chunk_customers):
+        begin, end = int(starts[first]), int(starts[min(first + chunk_customers, len(starts) - 1)])
+        yield events.slice(begin, end - begin)
+
+
+def score_batch(config: BatchScoringConfig, *, overwrite: bool = False,
+                opener: ModelOpener = open_bundle) -> BatchScoringReport:
+    """Run one batch scoring job (local or Spark engine); resumes an interrupted local job of the same config.
+
+    ``opener`` turns ``config.model`` into a scorer and its identity: bundle folders by default;
+    :func:`journey_model.tracking.loading.open_model` (what `journey score` passes) opens MLflow URIs too.
+    """
+    if config.engine == "spark":
+        return score_spark(config, overwrite=overwrite, opener=opener)
+    threads = torch.get_num_threads()
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
+    try:
+        return _score_local(config, overwrite, opener)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _score_local(config: BatchScoringConfig, overwrite: bool, opener: ModelOpener) -> BatchScoringReport:
+    started = time.perf_counter()
+    scorer, identity = opener(config.model)
+    job = _LocalJob(config, scorer, identity, overwrite)
+    job.out.mkdir(parents=True, exist_ok=True)
+    state = job.prepare_output()
+    if state.get("complete"):
+        return BatchScoringReport(**{k: v for k, v in json.loads((job.out / MANIFEST_FILE).read_text()).items()
+                                     if k in BatchScoringReport.__dataclass_fields__})
+    if not state.get("spilled"):
+        state = job.spill(state)
+    cutoff = state["cutoff_micros"]
+    customers = skipped = resumed = 0
+    bar = tqdm(unit="customer", unit_scale=True, desc="score", disable=not config.progress)
+    try:
+        for partition in range(state["partitions"]):
+            counts = job.output.done(partition) if (job.out / f"part-{partition:05d}.parquet").exists() else None
+            if counts is not None:
+                resumed += 1
+            else:
+                counts = job.score_partition(partition, cutoff, bar)
+            customers += counts["customers"]
+            skipped += counts["skipped_no_history"]
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - started
+    report = BatchScoringReport(
+        out_dir=str(job.out), model_name=identity.name, model_version=identity.version,
+        cutoff=CUTOFF_LAST_EVENT if cutoff is None else str(np.datetime64(cutoff, "us")) + "Z",
+        customers=customers, skipped_no_history=skipped, events=state["events"],
+        events_after_cutoff=state["events_after_cutoff"], partitions=state["partitions"], resumed_partitions=resumed,
+        seconds=seconds, customers_per_second=customers / seconds if seconds else 0.0, peak_rss_mb=peak_rss_mb(),
+        files=[f"part-{p:05d}.parquet" for p in range(state["partitions"])],
+    )
+    job.output.finish({**asdict(report), "config": asdict(config), "model_uri": identity.uri,
+                       "artifact_hash": identity.artifact_hash})
+    return report
+
+
+def read_scores(out_dir: str | Path) -> pa.Table:
+    """Every part of a finished scoring job as one table."""
+    out = Path(out_dir)
+    if not (out / MANIFEST_FILE).exists() and not (out / "_SUCCESS").exists():
+        raise BatchScoringError(f"{out}: not a finished scoring job (no {MANIFEST_FILE} or _SUCCESS)")
+    files = sorted(out.glob("part-*.parquet"))
+    if not files:
+        return pa.table({})
+    return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+
+
+# --------------------------------------------------------------------------------------------- Spark engine
+_EXECUTOR_MODELS: dict[str, Scorer] = {}  # bundle path -> Scorer, loaded once per Python worker
+
+
+def _executor_scorer(bundle_name: str) -> Scorer:
+    from pyspark import SparkFiles
+
+    path = SparkFiles.get(bundle_name)
+    if path not in _EXECUTOR_MODELS:
+        torch.set_num_threads(1)  # Spark runs one task per core: more threads per task only fight for them
+        _EXECUTOR_MODELS[path] = Scorer.load(path)
+    return _EXECUTOR_MODELS[path]
+
+
+def spark_schema_ddl(schema: pa.Schema) -> str:
+    """The Spark DDL of the output schema (applyInPandas needs it up front)."""
+    def ddl(kind: pa.DataType) -> str:
+        if pa.types.is_string(kind):
+            return "string"
+        if pa.types.is_timestamp(kind):
+            return "timestamp"
+        if pa.types.is_int32(kind):
+            return "int"
+        if pa.types.is_floating(kind):
+            return "double"
+        if pa.types.is_list(kind):
+            return f"array<{ddl(kind.value_type)}>"
+        if pa.types.is_struct(kind):
+            return "struct<" + ",".join(f"{f.name}:{ddl(f.type)}" for f in kind) + ">"
+        raise BatchScoringError(f"no Spark type for {kind}")
+
+    return ", ".join(f"`{f.name}` {ddl(f.type)}" for f in schema)
+
+
+def score_spark(config: BatchScoringConfig, *, overwrite: bool = False, spark: Any = None,
+                opener: ModelOpener = open_bundle) -> BatchScoringReport:
+    """The same job on Spark: customer-hash buckets -> applyInPandas -> Parquet parts under ``out_dir``.
+
+    Uses ``spark`` or the running SparkSession; else starts one — on the master ``spark-submit`` was given,
+    or on ``config.spark_master`` (default ``local[2]``). The session time zone is set to UTC so that event
+    times reach pandas unshifted, and timestamps are written as TIMESTAMP_MICROS (UTC), not INT96.
+    """
+    from pyspark.sql import SparkSession
+    from pyspark.sql import functions as F
+
+    started = time.perf_counter()
+    out = Path(config.out_dir) if "://" not in config.out_dir else None
+    if out is not None and out.exists() and any(out.iterdir()) and not overwrite:
+        raise BatchScoringError(f"{out}: already holds files; pass overwrite (--overwrite) to replace them")
+    scorer, identity = opener(config.model)
+    cutoff = resolve_cutoff(config.cutoff)
+    schema = output_schema(scorer, config.top_reasons)
+    spark = spark or SparkSession.getActiveSession()
+    if spark is None:
+        builder = SparkSession.builder.appName("journey-score").config("spark.sql.session.timeZone", "UTC")
+        submitted = "PYSPARK_GATEWAY_PORT" in os.environ  # launched by spark-submit: its --master applies
+        if config.spark_master or not submitted:
+            builder = builder.master(config.spark_master or "local[2]")
+        if not submitted:
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # executors run this interpreter's packages
+        spark = builder.getOrCreate()
+    spark.conf.set("spark.sql.session.timeZone", "UTC")
+    spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")  # read back as UTC, not INT96
+
+    staging = Path(tempfile.mkdtemp(prefix="journey-bundle-"))
+    bundle = staging / f"bundle-{identity.version or 'model'}"
+    scorer.save(bundle)  # a self-contained copy, whatever the URI was (MLflow, a folder, …)
+    spark.sparkContext.addFile(str(bundle), recursive=True)
+
+    events_path = str(Path(config.events_dir) / "events") if (Path(config.events_dir) / "events").is_dir() \
+        else config.events_dir
+    events = spark.read.parquet(events_path)
+    columns = [c for c in scorer.preprocessor.dataset.arrow_schema().names if c in events.columns]
+    events = events.select(*columns)
+    late = F.col(TIMESTAMP) >= F.lit(pd.Timestamp(cutoff, unit="us", tz="UTC").to_pydatetime()) if cutoff is not None \
+        else F.lit(False)
+    facts = events.agg(F.count(F.lit(1)).alias("events"), F.countDistinct(CUSTOMER_ID).alias("customers"),
+                       F.sum(late.cast("long")).alias("late")).first()  # one pass for all the counts
+    total_events, all_customers, after = int(facts["events"]), int(facts["customers"]), int(facts["late"] or 0)
+    buckets = max(1, math.ceil(total_events / config.events_per_partition))
+    names = (identity.name, identity.version, identity.uri)
+    bundle_name, top_reasons = bundle.name, config.top_reasons
+
+    def score_group(frame: pd.DataFrame) -> pd.DataFrame:
+        """Runs on the executors: one bucket of whole customers -> their output rows."""
+        model = _executor_scorer(bundle_name)
+        table = conform_table(pa.Table.from_pandas(frame, preserve_index=False), model.preprocessor.dataset,
+                              source="spark group")
+        model_identity = ModelIdentity(name=names[0], version=names[1], uri=names[2])
+        scored, _ = score_events_table(model, model_identity, table, cutoff, top_reasons)
+        return scored.to_pandas(timestamp_as_object=False)
+
+    scored = (events.withColumn("_bucket", F.pmod(F.xxhash64(CUSTOMER_ID), F.lit(buckets)))
+              .groupBy("_bucket").applyInPandas(score_group, schema=spark_schema_ddl(schema)))
+    scored.write.mode("overwrite").parquet(config.out_dir)
+    shutil.rmtree(staging, ignore_errors=True)
+
+    customers = spark.read.parquet(config.out_dir).count()  # from the parts' footers
+    seconds = time.perf_counter() - started
+    report = BatchScoringReport(
+        out_dir=config.out_dir, model_name=identity.name, model_version=identity.version,
+        cutoff=CUTOFF_LAST_EVENT if cutoff is None else str(np.datetime64(cutoff, "us")) + "Z",
+        customers=customers, skipped_no_history=all_customers - customers, events=total_events,
+        events_after_cutoff=after, partitions=buckets, resumed_partitions=0, seconds=seconds,
+        customers_per_second=customers / seconds if seconds else 0.0, peak_rss_mb=peak_rss_mb(), engine="spark",
+    )
+    if out is not None:
+        write_json_atomic(out / MANIFEST_FILE, {**asdict(report), "config": asdict(config), "model_uri": identity.uri})
+    return report
+
+
+__all__ = ["BatchScoringConfig", "BatchScoringError", "BatchScoringReport", "ScoringError", "read_scores",
+           "resolve_cutoff", "score_batch", "score_events_table", "score_spark"]

@@ -1,0 +1,253 @@
+"""Scoring written once: raw canonical events (+ cut-offs) -> outcome probabilities and top-k next events.
+
+A :class:`Scorer` is a trained model plus the preprocessing artifact it was trained with. It is what the
+MLflow pyfunc model wraps, what batch scoring streams customers through and what the online API calls, so
+every path turns events into ids, buckets and scores with the same code
+(:func:`journey_model.data.sequences.encode_examples` and
+:func:`journey_model.data.batch.collate_examples`).
+
+A saved model bundle is a folder with ``model.pt`` (model name, config, tasks and weights) and
+``preprocessing.json``; :meth:`Scorer.save` writes it, :meth:`Scorer.load` reads it back in a process that
+has nothing else on hand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import torch
+
+from journey_model.core.files import atomic_path
+from journey_model.core.fingerprint import file_digest
+from journey_model.data.batch import EOS_ID, EVENT_TYPE_SPECIAL_IDS, SequenceBatch, collate_examples
+from journey_model.data.preprocessing import Preprocessor
+from journey_model.data.schema import CUSTOMER_ID, EVENT_TYPE, TIMESTAMP, TIMESTAMP_TYPE, conform_table
+from journey_model.data.sequences import CUTOFF, encode_examples
+from journey_model.models import build_model
+from journey_model.models.base import LEGACY_TRAINING_FIELDS, JourneyModel
+from journey_model.models.output import ModelOutput
+from journey_model.models.registry import config_fields
+from journey_model.models.tasks import Task
+
+MODEL_FILE = "model.pt"
+BUNDLE_VERSION = 1
+
+
+class ScoringError(ValueError):
+    """Input that cannot be scored; the message names the customer, the row and the field."""
+
+
+class Scorer:
+    """A model and its preprocessing, ready to score raw events."""
+
+    def __init__(self, model: JourneyModel, preprocessor: Preprocessor, top_k: int = 3, batch_size: int = 256):
+        self.model = model.eval()
+        self.preprocessor = preprocessor
+        self.top_k = top_k
+        self.batch_size = batch_size
+        self.event_types = preprocessor.vocabularies[EVENT_TYPE]
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, folder: str | Path) -> Path:
+        """Write the bundle (``model.pt`` + ``preprocessing.json``) into ``folder``, atomically per file."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        config = getattr(self.model, "config", None)
+        payload = {
+            "version": BUNDLE_VERSION,
+            "model_name": self.model.model_name,
+            "config": dataclasses.asdict(config) if dataclasses.is_dataclass(config) else {},
+            "tasks": [t.value for t in self.model.tasks],
+            "state_dict": self.model.state_dict(),
+            "top_k": self.top_k,
+        }
+        with atomic_path(folder / MODEL_FILE) as temporary:
+            torch.save(payload, temporary)
+        self.preprocessor.save(folder)
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, batch_size: int = 256) -> Scorer:
+        folder = Path(folder)
+        if not (folder / MODEL_FILE).exists():
+            raise ScoringError(f"{folder}: no {MODEL_FILE}; not a Journey model bundle")
+        payload = torch.load(folder / MODEL_FILE, map_location="cpu", weights_only=False)
+        if payload.get("version") != BUNDLE_VERSION:
+            raise ScoringError(f"{folder / MODEL_FILE}: bundle version {payload.get('version')!r}, expected {BUNDLE_VERSION}")
+        preprocessor = Preprocessor.load(folder)
+        name = payload["model_name"]
+        # Bundles saved while model configs still held training settings (optimizer, learning_rate, ...) carry
+        # them in their config; the model never read them, so they are dropped. Any other unknown key still fails.
+        accepted = config_fields(name)
+        config = {k: v for k, v in payload["config"].items() if k in accepted or k not in LEGACY_TRAINING_FIELDS}
+        model = build_model(name, preprocessor.feature_spec(), tasks=payload["tasks"], **config)
+        model.load_state_dict(payload["state_dict"])
+        return cls(model, preprocessor, top_k=payload.get("top_k", 3), batch_size=batch_size)
+
+    # ------------------------------------------------------------------ metadata
+    @property
+    def output_columns(self) -> list[str]:
+        columns = [CUSTOMER_ID, CUTOFF, "n_events"]
+        if Task.OUTCOME in self.model.tasks:
+            columns += [f"p_{name}" for name in self.preprocessor.outcome_names]
+        if Task.NEXT_EVENT in self.model.tasks:
+            for k in range(1, self.top_k + 1):
+                columns += [f"next_event_{k}", f"p_next_event_{k}"]
+        return columns
+
+    # ------------------------------------------------------------------ scoring
+    def examples_from_events(self, events: pd.DataFrame | pa.Table) -> tuple[pa.Table, pa.Table]:
+        """Canonical events (+ an optional ``cutoff`` column) -> (events table, examples table).
+
+        A customer's cut-off is the value of its ``cutoff`` column (one value per customer), or, where it
+        is missing, one microsecond after the customer's last event (score "now", with every event).
+        """
+        table = events if isinstance(events, pa.Table) else pa.Table.from_pandas(events, preserve_index=False)
+        cutoffs = None
+        if CUTOFF in table.column_names:
+            cutoffs = table.select([CUSTOMER_ID, CUTOFF])
+            table = table.drop_columns([CUTOFF])
+        table = conform_table(table, self.preprocessor.dataset, source="events")
+        for name in (CUSTOMER_ID, TIMESTAMP, EVENT_TYPE):
+            nulls = table.column(name).null_count
+            if nulls:
+                row = int(np.flatnonzero(table.column(name).is_null().to_numpy(zero_copy_only=False))[0])
+                raise ScoringError(f"events: field {name!r} is null in {nulls} rows (first at row {row})")
+        frame = table.select([CUSTOMER_ID, TIMESTAMP]).to_pandas()
+        last = frame.groupby(CUSTOMER_ID, sort=False)[TIMESTAMP].max() + pd.Timedelta(microseconds=1)
+        examples = pd.DataFrame({CUSTOMER_ID: last.index.astype(str), CUTOFF: last.to_numpy()})
+        if cutoffs is not None:
+            given = cutoffs.to_pandas()
+            given[CUTOFF] = pd.to_datetime(given[CUTOFF], utc=True)
+            per_customer = given.dropna().groupby(CUSTOMER_ID, sort=False)[CUTOFF].agg(["min", "max"])
+            conflicting = per_customer[per_customer["min"] != per_customer["max"]]
+            if len(conflicting):
+                raise ScoringError(
+                    f"events: customer {conflicting.index[0]!r} has more than one cutoff "
+                    f"({conflicting['min'].iloc[0]} and {conflicting['max'].iloc[0]}); give one per customer"
+                )
+            chosen = examples[CUSTOMER_ID].map(per_customer["min"])
+            examples[CUTOFF] = chosen.where(chosen.notna(), examples[CUTOFF])
+        examples_table = pa.table({
+            CUSTOMER_ID: pa.array(examples[CUSTOMER_ID], pa.string()),
+            CUTOFF: pa.array(pd.to_datetime(examples[CUTOFF], utc=True)).cast(TIMESTAMP_TYPE),
+        })
+        return table, examples_table
+
+    def score_events(self, events: pd.DataFrame | pa.Table) -> pd.DataFrame:
+        """Score every customer in ``events`` (canonical columns, optional ``cutoff``); one row per customer."""
+        table, examples = self.examples_from_events(events)
+        rows = encode_examples(self.preprocessor, table, examples)
+        return self.score_rows(rows)
+
+    def score_rows(self, rows: pa.Table) -> pd.DataFrame:
+        """Score already-encoded example rows (from `journey prepare` or :func:`~journey_model.data.sequences.encode_examples`)."""
+        pieces = []
+        for start in range(0, rows.num_rows, self.batch_size):
+            chunk = rows.slice(start, self.batch_size).to_pylist()
+            pieces.append(self._score_batch(chunk))
+        if not pieces:
+            return pd.DataFrame(columns=self.output_columns)
+        return pd.concat(pieces, ignore_index=True)
+
+    def collate(self, examples: list[dict[str, Any]]) -> SequenceBatch:
+        dataset = self.preprocessor.dataset
+        return collate_examples(examples, dataset.categorical_fields, dataset.numeric_fields,
+                                max_len=self.preprocessor.config.max_len)
+
+    @torch.no_grad()
+    def _score_batch(self, examples: list[dict[str, Any]]) -> pd.DataFrame:
+        batch, output = self.forward(examples)
+        return self.frame_from_output(examples, batch, output)
+
+    @torch.no_grad()
+    def forward(self, examples: list[dict[str, Any]], output_attentions: bool = False) -> tuple[SequenceBatch, ModelOutput]:
+        """One forward pass over encoded examples; ``output_attentions=True`` also returns attention weights."""
+        batch = self.collate(examples)
+        return batch, self.model(batch, output_attentions=output_attentions)
+
+    def frame_from_output(self, examples: list[dict[str, Any]], batch: SequenceBatch, output: ModelOutput) -> pd.DataFrame:
+        """Scores of one forward pass as rows of :attr:`output_columns`, in the order of ``examples``."""
+        return pd.DataFrame(self.score_columns(examples, batch, output))
+
+    def score_columns(self, examples: list[dict[str, Any]], batch: SequenceBatch, output: ModelOutput) -> dict[str, Any]:
+        """Scores of one forward pass as columns (name -> array or list) in the order of :attr:`output_columns`.
+
+        The online API reads these directly: building a DataFrame costs more than a one-customer forward pass.
+        """
+        columns: dict[str, Any] = {
+            CUSTOMER_ID: [ex[CUSTOMER_ID] for ex in examples],
+            CUTOFF: [ex[CUTOFF] for ex in examples],
+            "n_events": batch.lengths.numpy(),
+        }
+        if output.outcome_logits is not None:
+            probabilities = torch.sigmoid(output.outcome_logits.float()).numpy()
+            for j, name in enumerate(self.preprocessor.outcome_names):
+                columns[f"p_{name}"] = probabilities[:, j]
+        if output.next_event_logits is not None:
+            logits = output.next_event_logits.float().clone()
+            logits[:, list(EVENT_TYPE_SPECIAL_IDS)] = float("-inf")
+            probabilities = torch.softmax(logits, dim=-1)
+            top = probabilities.topk(min(self.top_k, probabilities.shape[1] - len(EVENT_TYPE_SPECIAL_IDS)), dim=-1)
+            for k in range(top.indices.shape[1]):
+                columns[f"next_event_{k + 1}"] = self.event_types.decode(top.indices[:, k].tolist())
+                columns[f"p_next_event_{k + 1}"] = top.values[:, k].numpy()
+        return columns
+
+    def describe(self) -> dict[str, Any]:
+        """Model and data facts for metadata endpoints and MLflow tags."""
+        return {
+            "model_name": self.model.model_name,
+            "tasks": [t.value for t in self.model.tasks],
+            "outcomes": list(self.preprocessor.outcome_names),
+            "input_hash": self.preprocessor.input_hash,
+            "artifact_hash": self.preprocessor.artifact_hash,
+            "vocabulary_sizes": {name: len(v) for name, v in self.preprocessor.vocabularies.items()},
+            "max_len": self.preprocessor.config.max_len,
+            "eos_id": EOS_ID,
+        }
+
+
+# ------------------------------------------------------------------ opening a model by URI
+@dataclasses.dataclass
+class ModelIdentity:
+    """Which model answers: what the API reports and batch scoring writes next to every score."""
+
+    name: str  # registered model name, or the bundle folder's name
+    version: str  # registry version, MLflow model id / run id, or the bundle's content hash
+    uri: str  # what was asked for: a bundle folder or an MLflow model URI
+    alias: str | None = None  # the registry alias the URI named (champion …), if any
+    architecture: str = ""  # model zoo name (atrank …)
+    training_data_hash: str = ""  # sha256 of the event files the preprocessing was fitted on
+    artifact_hash: str = ""  # content hash of the preprocessing artifact
+
+
+def open_bundle(folder: str | Path, batch_size: int = 256) -> tuple[Scorer, ModelIdentity]:
+    """A :class:`Scorer` and its identity from a bundle folder (``model.pt`` + ``preprocessing.json``).
+
+    MLflow model URIs (``models:/NAME@ALIAS`` …) are opened one layer up, by
+    :func:`journey_model.tracking.loading.open_model`, which reads the bundle inside the logged model.
+    """
+    path = Path(folder)
+    if not (path / MODEL_FILE).exists():
+        raise ScoringError(f"model {str(folder)!r}: not a model bundle folder (no {MODEL_FILE}); MLflow model URIs "
+                           "are opened by journey_model.tracking.loading.open_model")
+    scorer = Scorer.load(path, batch_size=batch_size)
+    return scorer, bundle_identity(scorer, name=path.resolve().name, version=bundle_hash(path), uri=str(folder))
+
+
+def bundle_identity(scorer: Scorer, name: str, version: str, uri: str, alias: str | None = None) -> ModelIdentity:
+    """The identity of ``scorer``: the given name / version / URI plus what the bundle knows of itself."""
+    return ModelIdentity(name=name, version=version, uri=uri, alias=alias, architecture=scorer.model.model_name,
+                         training_data_hash=scorer.preprocessor.input_hash,
+                         artifact_hash=scorer.preprocessor.artifact_hash)
+
+
+def bundle_hash(folder: Path) -> str:
+    """Content hash of a bundle's files: two bundles with the same hash score identically."""
+    return file_digest([folder / MODEL_FILE, folder / "preprocessing.json"], length=12)

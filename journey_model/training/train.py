@@ -1,0 +1,274 @@
+"""``train(config) -> TrainResult``: one training path for every model and task.
+
+It uses Lightning fully: ``accelerator="auto"`` (the same command on CPU and GPU), bf16 mixed precision on
+GPU, ``devices`` / ``num_nodes`` / DDP (Lightning's own launcher re-runs the command once per extra device),
+early stopping on a validation metric, the best checkpoint restored before testing, resuming from the last
+checkpoint, gradient clipping, learning-rate schedules, progress bars.
+
+**DDP splits batches, not the data set.** Every process walks the same global batches (``batch_size``
+customers, length-bucketed, reshuffled each epoch) and takes its share of each, so N devices average
+gradients over exactly the customers one process would see in that step (:class:`RankSliceBatchSampler`);
+validation and test metrics are gathered across processes.
+
+**Recording is a hook, not a dependency.** ``train(config, recorder=...)`` accepts any :class:`RunRecorder`
+(a context manager that gives a Lightning logger, logs the setup and the result); this layer never imports
+MLflow. :func:`journey_model.tracking.runs.tracked_train` is ``train`` with MLflow's tracker on the
+global-zero process — what `journey train`, `journey compare` and `journey demo` run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import Logger
+
+from journey_model.core.files import write_json_atomic
+from journey_model.data.preprocessing import Preprocessor
+from journey_model.models import build_model
+from journey_model.models.base import JourneyModel
+from journey_model.models.tasks import parse_task
+from journey_model.training.config import ConfigError, TrainConfig, check_trainer_options
+from journey_model.training.datamodule import JourneyDataModule
+from journey_model.training.module import CHECKPOINT_RUN_KEY, EpochHistory, JourneyModule
+from journey_model.training.recipes import TrainingRecipe, resolve_recipe, split_overrides
+
+__all__ = ["RunRecorder", "TrainConfig", "TrainResult", "train", "trainer_kwargs"]
+
+
+
+class RunRecorder(Protocol):
+    """What records a run (MLflow's :class:`journey_model.tracking.runs.RunTracker`); opened on global rank 0."""
+
+    run_id: str | None
+
+    def __enter__(self) -> RunRecorder: ...
+
+    def __exit__(self, kind: Any, error: Any, traceback: Any) -> bool: ...
+
+    def lightning_logger(self) -> Logger: ...
+
+    def log_setup(self, config: TrainConfig, preprocessor: Preprocessor, model: JourneyModel, threads: int | None = None,
+                  trainer: L.Trainer | None = None, recipe: TrainingRecipe | None = None) -> None: ...
+
+    def log_result(self, result: TrainResult, module: JourneyModule, data: JourneyDataModule) -> None: ...
+
+
+# (config, dataset name, task names, MLflow run id of the checkpoint resumed from) -> a recorder
+RecorderFactory = Callable[[TrainConfig, str, list[str], str | None], RunRecorder]
+
+
+@dataclass
+class TrainResult:
+    model_name: str
+    tasks: list[str]
+    test_metrics: dict[str, float]
+    val_metrics: dict[str, float]  # validation metrics of the restored best model
+    best_checkpoint: str | None
+    seconds: float
+    parameters: int
+    epochs: int
+    events_per_second: float | None = None  # training throughput at the end of training
+    validation_metric: str = "val/loss"  # the monitor: early stopping, best checkpoint, promotion
+    validation_value: float | None = None  # its value for the best model
+    dataset: str = ""  # DatasetConfig name of the training data
+    run_id: str | None = None  # MLflow run, when tracked
+    model_uri: str | None = None  # the logged MLflow model (models:/m-...), when tracked
+    registered_model: str | None = None  # journey-<dataset>-<task>, when registered
+    registered_version: str | None = None
+    global_rank: int = 0  # 0 on the process that reports; DDP workers return results too
+    history: list[dict[str, float]] = field(default_factory=list, repr=False)  # learning curves per epoch
+    module: JourneyModule | None = field(default=None, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("module")
+        return data
+
+
+def _precision(config: TrainConfig) -> str:
+    if config.precision:
+        return config.precision
+    return "bf16-mixed" if _uses_gpu(config) else "32-true"
+
+
+def _uses_gpu(config: TrainConfig) -> bool:
+    return config.accelerator in ("gpu", "cuda") or (config.accelerator == "auto" and torch.cuda.is_available())
+
+
+def _device_count(config: TrainConfig) -> int | None:
+    if isinstance(config.devices, int):
+        return config.devices
+    if isinstance(config.devices, str) and "," in config.devices:
+        return len([d for d in config.devices.split(",") if d.strip()])
+    return None
+
+
+def _strategy(config: TrainConfig) -> str:
+    if config.strategy != "auto":
+        return config.strategy
+    devices = _device_count(config)
+    # Lightning's subprocess launcher: the same command is started once per extra device (and per node). Zoo
+    # models hold parameters a task may not use (heads, item embeddings), which plain "ddp" rejects.
+    distributed = (devices and devices > 1) or config.num_nodes > 1
+    return "ddp_find_unused_parameters_true" if distributed else "auto"
+
+
+def _set_threads(config: TrainConfig) -> int:
+    """Apply ``config.threads``; under CPU DDP, share the cores between the processes by default."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    elif not _uses_gpu(config) and (_device_count(config) or 1) > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // (_device_count(config) or 1)))
+    return torch.get_num_threads()
+
+
+def resolve_resume(resume: str | None, run_dir: Path) -> str | None:
+    """The checkpoint to resume from: ``"last"`` = ``run_dir/last.ckpt``, a folder's last.ckpt, or a file."""
+    if not resume:
+        return None
+    path = run_dir / "last.ckpt" if resume == "last" else Path(resume)
+    if path.is_dir():
+        path = path / "last.ckpt"
+    if not path.is_file():
+        raise FileNotFoundError(f"trainer.resume = {resume!r}: no checkpoint at {path} (an interrupted run leaves "
+                                "OUTPUT_DIR/MODEL/last.ckpt after its first validated epoch)")
+    return str(path)
+
+
+def checkpoint_run_id(path: str | None) -> str | None:
+    """The MLflow run id a checkpoint was written under, if any."""
+    if not path:
+        return None
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    return (checkpoint.get(CHECKPOINT_RUN_KEY) or {}).get("mlflow_run_id")
+
+
+def _clear_checkpoints(run_dir: Path) -> None:
+    """A fresh run starts from an empty checkpoint folder, so 'best' and 'last' are always this run's."""
+    for stale in run_dir.glob("*.ckpt"):
+        stale.unlink()
+
+
+def _quiet_validate(trainer: L.Trainer, module: JourneyModule, data: JourneyDataModule) -> dict[str, float]:
+    """Validation metrics of ``module`` as it is now, without adding points to the run's learning curves."""
+    loggers, trainer.loggers = trainer.loggers, []
+    try:
+        results = trainer.validate(module, datamodule=data, verbose=False)
+    finally:
+        trainer.loggers = loggers
+    return {k: float(v) for k, v in (results[0] if results else {}).items()}
+
+
+# Every argument lightning.Trainer takes: trainer.trainer_options is checked against them before a run starts.
+TRAINER_ARGUMENTS = frozenset(inspect.signature(L.Trainer.__init__).parameters) - {"self"}
+
+
+def trainer_kwargs(config: TrainConfig, *, callbacks: Sequence[Callback] = (), gradient_clip_val: float | None = None,
+                   trainable: bool = True) -> dict[str, Any]:
+    """The arguments of ``L.Trainer`` for ``config``: Journey's own settings, then ``config.trainer_options``.
+
+    An option Journey sets from one of its fields, or one the Trainer does not take, is a :class:`ConfigError`.
+    """
+    options = check_trainer_options(config.trainer_options, TRAINER_ARGUMENTS)
+    own = dict(
+        accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes,
+        strategy=_strategy(config), precision=_precision(config),
+        max_epochs=config.max_epochs if trainable else 0, callbacks=list(callbacks),
+        logger=False, gradient_clip_val=gradient_clip_val, enable_progress_bar=config.progress, enable_model_summary=False,
+        limit_train_batches=config.limit_train_batches, limit_val_batches=config.limit_val_batches,
+        deterministic=config.deterministic, use_distributed_sampler=False,
+        default_root_dir=str(Path(config.output_dir) / config.model),
+    )
+    return {**own, **options}  # options cannot replace a field-backed argument: check_trainer_options refused those
+
+
+def train(config: TrainConfig, metrics_out: str | Path | None = None, callbacks: Sequence[Callback] = (),
+          recorder: RecorderFactory | None = None) -> TrainResult:
+    """Train ``config.model`` on ``config.data_dir``, evaluate on the test split, return the metrics.
+
+    ``callbacks`` are extra Lightning callbacks (tests use one to interrupt a run). With ``config.track``,
+    the global-zero process records the run with ``recorder(config, dataset, tasks, resumed_run_id)``
+    (:func:`journey_model.tracking.runs.tracked_train` passes MLflow's).
+    """
+    if config.track and recorder is None:
+        raise ConfigError("tracking.track is on but no recorder was given: record runs with "
+                          "journey_model.tracking.runs.tracked_train (or set track=False)")
+    check_trainer_options(config.trainer_options, TRAINER_ARGUMENTS)  # before any data is read
+    started = time.perf_counter()
+    threads = _set_threads(config)
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    data = JourneyDataModule(config.data_dir, batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
+                             num_workers=config.num_workers, length_bucketing=config.length_bucketing,
+                             seed=config.seed)
+    tasks = [parse_task(t) for t in config.tasks] if config.tasks else None
+    # One --set list: the recipe's fields tune the training, the others the model config (the architecture).
+    recipe_overrides, architecture = split_overrides(config.model, config.model_overrides)
+    model = build_model(config.model, data.feature_spec, tasks=tasks, **architecture)
+    recipe = resolve_recipe(config.model, recipe_overrides, learning_rate=config.learning_rate,
+                            gradient_clip_val=config.gradient_clip_val)
+    module = JourneyModule(model, recipe=recipe, seed=config.seed,
+                           lr_schedule=config.lr_schedule, warmup_steps=config.warmup_steps,
+                           min_lr_ratio=config.min_lr_ratio, run_config=config.sections())
+    run_dir = Path(config.output_dir) / config.model
+    resume_from = resolve_resume(config.resume, run_dir)
+    checkpoint = ModelCheckpoint(dirpath=run_dir, monitor=config.monitor, mode=config.monitor_mode,
+                                 save_last=True, filename="best", enable_version_counter=False)
+    history = EpochHistory()
+    early = EarlyStopping(monitor=config.monitor, mode=config.monitor_mode, patience=config.patience)
+    trainer = L.Trainer(**trainer_kwargs(config, callbacks=[checkpoint, early, history, *callbacks],
+                                         gradient_clip_val=recipe.grad_clip_norm, trainable=model.trainable))
+    is_zero = trainer.is_global_zero
+    if is_zero:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if resume_from is None:
+            _clear_checkpoints(run_dir)
+        config.save(run_dir / "config.yaml")
+    task_names = [t.value for t in model.tasks]
+    dataset = data.preprocessor.dataset.name
+    tracker = None
+    if config.track and is_zero:
+        tracker = recorder(config, dataset, task_names, checkpoint_run_id(resume_from))
+    with tracker or contextlib.nullcontext():
+        if tracker is not None:
+            trainer.loggers = [tracker.lightning_logger()]
+            module.tracking_run_id = tracker.run_id
+            tracker.log_setup(config, data.preprocessor, model, threads=threads, trainer=trainer, recipe=recipe)
+        data.setup()
+        epochs, best, throughput = 0, None, None
+        if model.trainable:
+            trainer.fit(module, datamodule=data, ckpt_path=resume_from)
+            epochs = trainer.current_epoch
+            throughput = trainer.callback_metrics.get("train/events_per_s")
+            best = checkpoint.best_model_path or None
+            if best:
+                module.load_state_dict(torch.load(best, map_location="cpu", weights_only=False)["state_dict"])
+        else:
+            model.fit(data.full_train_dataloader())  # count-based baselines: one counting pass
+        val_metrics = _quiet_validate(trainer, module, data)
+        test = trainer.test(module, datamodule=data, verbose=False)
+        test_metrics = {k: float(v) for k, v in (test[0] if test else {}).items()}
+        result = TrainResult(
+            model_name=config.model, tasks=task_names, test_metrics=test_metrics, val_metrics=val_metrics,
+            best_checkpoint=best, seconds=time.perf_counter() - started,
+            parameters=sum(p.numel() for p in model.parameters() if p.requires_grad), epochs=epochs,
+            events_per_second=float(throughput) if throughput is not None else None,
+            validation_metric=config.monitor, validation_value=val_metrics.get(config.monitor), dataset=dataset,
+            global_rank=trainer.global_rank, history=list(history.epochs), module=module,
+        )
+        if tracker is not None:
+            tracker.log_result(result, module, data)
+    if metrics_out and is_zero:
+        path = Path(metrics_out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, result.to_json())
+    return result

@@ -1,0 +1,347 @@
+"""`journey`: the one console command in front of Journey, with a subcommand per pipeline step.
+
+Every subcommand's options come from one typed config dataclass through one mechanism
+(:mod:`journey_model.core.settings`): ``SynthConfig``, ``IngestConfig``, ``PrepareConfig``, ``TrainConfig``,
+``CompareConfig``, ``PromoteConfig``, ``ModelsConfig``, ``DemoConfig``, ``BatchScoringConfig``,
+``ServingConfig``. So each subcommand takes ``--config FILE`` (YAML; options given override it) and
+``--print-config`` (the resolved config as YAML, then exit), and its ``--help`` lists every field with its
+unit and default. The run then calls an importable function of the library with that config
+(``synth.generate``, ``prepare.prepare``, ``train.train`` …), so tests and notebooks run exactly what users run.
+
+Only the subcommand being run gets its options built: some configs live beside code that imports torch, so
+``journey --help`` stays instant and ``journey SUB`` loads only what SUB needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from journey_model.core.settings import Settings
+from journey_model.training.config import TRAIN_SETTINGS, TrainConfig
+from pipelines.configs import COMPARE_SECTIONS, CompareConfig, DemoConfig, ModelsConfig, PromoteConfig
+from serving.config import SETTINGS as SERVING_SETTINGS
+from serving.config import ServingConfig
+
+# ------------------------------------------------------------------------------------------ settings
+# Configs that live beside torch-importing code are imported only when their subcommand runs.
+
+
+def _synth_settings() -> Settings:
+    from journey_model.data.synth import SynthConfig
+
+    return Settings(SynthConfig)
+
+
+def _ingest_settings() -> Settings:
+    from journey_model.data.ingest import IngestConfig
+
+    return Settings(IngestConfig)
+
+
+def _prepare_settings() -> Settings:
+    from journey_model.data.prepare import PrepareConfig
+
+    return Settings(PrepareConfig)
+
+
+def _score_settings() -> Settings:
+    from journey_model.inference.batch_scoring import BatchScoringConfig
+
+    return Settings(BatchScoringConfig)
+
+
+def _quiet_lightning(args: argparse.Namespace) -> None:
+    """Lightning's import sets its loggers back to INFO (with a handler of its own): quiet them again."""
+    if not getattr(args, "verbose", False):
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+# ------------------------------------------------------------------------------------------ runs
+
+
+def _run_synth(args: argparse.Namespace, config: Any) -> int:
+    from journey_model.data.synth import generate
+
+    report = generate(config.out_dir, config.customers, config.seed, start=config.start, months=config.months,
+                      chunk_customers=config.chunk_customers, progress=not args.quiet)
+    print(report.summary())
+    return 0
+
+
+def _run_ingest(args: argparse.Namespace, config: Any) -> int:
+    from journey_model.data.ingest import ingest
+
+    report = ingest(config.inputs, config.mapping, config.out_dir, strict=config.strict, chunk_rows=config.chunk_rows,
+                    progress=not args.quiet)
+    print(report.summary())
+    return 0
+
+
+def _run_prepare(args: argparse.Namespace, config: Any) -> int:
+    from journey_model.data.prepare import prepare
+
+    print(prepare(config, overwrite=args.overwrite, progress=not args.quiet).summary())
+    return 0
+
+
+def _print_run(result) -> None:  # noqa: ANN001 - TrainResult, imported lazily
+    print(f"{result.model_name} ({', '.join(result.tasks)}): {result.parameters:,} parameters, "
+          f"{result.epochs} epochs, {result.seconds:.0f} s")
+    if result.validation_value is not None:
+        print(f"  {'best ' + result.validation_metric:<32} {result.validation_value:.4f}")
+    for key, value in sorted(result.test_metrics.items()):
+        print(f"  {key:<32} {value:.4f}")
+    if result.run_id:
+        print(f"MLflow run {result.run_id}; model {result.model_uri}")
+    if result.registered_version:
+        print(f"registered {result.registered_model} v{result.registered_version} "
+              f"(promote: journey promote --name {result.registered_model})")
+
+
+def _run_train(args: argparse.Namespace, config: TrainConfig) -> int:
+    from journey_model.tracking.runs import tracked_train
+
+    _quiet_lightning(args)
+    result = tracked_train(config, metrics_out=args.metrics_out)
+    if result.global_rank == 0:  # DDP worker processes run the same command; one of them reports
+        _print_run(result)
+    return 0
+
+
+def _run_compare(args: argparse.Namespace, config: CompareConfig) -> int:
+    from journey_model.data.preprocessing import Preprocessor
+    from pipelines.compare import compare_models, metric_keys_for
+
+    _quiet_lightning(args)
+    train = config.train_config()
+    if not train.tasks:
+        raise ValueError("journey compare needs --task (models are compared on the same tasks)")
+    keys = config.metrics or metric_keys_for(train.tasks, Preprocessor.load(train.data_dir).outcome_names)
+    comparison = compare_models(config.models, train, metric_keys=keys)
+    print(comparison.table(keys))
+    if config.comparison_json:
+        comparison.save(config.comparison_json)
+    if comparison.parent_run_id:
+        print(f"MLflow parent run {comparison.parent_run_id}")
+    if comparison.registered_version:
+        print(f"best model registered as {comparison.registered_model} v{comparison.registered_version} "
+              f"(promote: journey promote --name {comparison.registered_model})")
+    return 0
+
+
+def _run_promote(args: argparse.Namespace, config: PromoteConfig) -> int:
+    from mlflow.tracking import MlflowClient
+
+    from journey_model.tracking.registry import promote
+    from journey_model.tracking.store import quiet_mlflow_output, registered_model_name, resolve_tracking_uri
+
+    name = config.name or registered_model_name(config.dataset, config.task)
+    quiet_mlflow_output()
+    uri = resolve_tracking_uri(config.tracking_uri)
+    decision = promote(name, config.version, alias=config.alias, client=MlflowClient(uri, registry_uri=uri))
+    print(decision.message)
+    return 0
+
+
+def _run_models(args: argparse.Namespace, config: ModelsConfig) -> int:
+    from journey_model.models.registry import MODELS
+
+    for name, entry in MODELS.items():
+        tasks = sorted(t.value for t in entry.model_class.supported_tasks)
+        if config.task is None or config.task in tasks:
+            print(f"{name:<15} {entry.description}\n{'':<15} tasks: {', '.join(tasks)}")
+    return 0
+
+
+def _run_demo(args: argparse.Namespace, config: DemoConfig) -> int:
+    from pipelines.demo import run_demo
+
+    _quiet_lightning(args)
+    run_demo(Path(config.workdir), customers=config.customers, seed=config.seed, max_epochs=config.max_epochs,
+             progress=not args.quiet, models=config.models, tracking_uri=config.tracking_uri)
+    return 0
+
+
+def _run_score(args: argparse.Namespace, config: Any) -> int:
+    from journey_model.inference.batch_scoring import score_batch
+    from journey_model.tracking.loading import open_model
+
+    print(score_batch(config, overwrite=args.overwrite, opener=open_model).summary())
+    return 0
+
+
+def _run_serve(args: argparse.Namespace, config: ServingConfig) -> int:
+    model = config.model_uri
+    if "://" not in model and not model.startswith(("models:/", "runs:/", "m-")) and not Path(model).is_dir():
+        raise FileNotFoundError(f"--model {model!r}: no such bundle folder, and not an MLflow model URI")
+    os.environ.update(config.to_env())
+    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
+    # glibc returning large tensor buffers to the OS after every free costs page faults on each forward pass.
+    os.environ.setdefault("MALLOC_MMAP_MAX_", "0")
+    os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", "68719476736")
+    command = [sys.executable, "-m", "bentoml", "serve", "serving.service:JourneyService",
+               "--host", config.host, "--port", str(config.port)]
+    if config.timeout is not None:
+        command += ["--timeout", str(config.timeout)]
+    sys.stdout.flush()
+    os.execv(sys.executable, command)  # the server takes this process's PID: stop it with SIGTERM to that PID
+    return 0  # not reached
+
+
+# ------------------------------------------------------------------------------------------ options that are no config
+# What to do with output already there, and where to put a run's metrics: per invocation, not part of a job's
+# config (a config file that says "overwrite" would wipe results on every rerun).
+
+
+def _add_overwrite(help: str) -> Callable[[argparse.ArgumentParser], None]:
+    def add(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--overwrite", action="store_true", help=help)
+
+    return add
+
+
+def _add_metrics_out(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--metrics-out", help="write the test metrics (and run facts) here as JSON (default: none)")
+
+
+def _no_extra(parser: argparse.ArgumentParser) -> None:
+    return None
+
+
+# ------------------------------------------------------------------------------------------ the command
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    """One `journey` subcommand: its help, its settings (built on demand) and what runs it."""
+
+    help: str
+    description: str
+    settings: Callable[[], Settings]
+    run: Callable[[argparse.Namespace, Any], int]
+    extra: Callable[[argparse.ArgumentParser], None] = _no_extra
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "synth": Subcommand(
+        "write the built-in synthetic retail-bank event log (the embedded default)",
+        "Write synthetic customer journeys with planted, order- and time-dependent outcomes: events/, "
+        "labels.parquet, ground_truth.parquet, dataset.yaml.",
+        _synth_settings, _run_synth),
+    "ingest": Subcommand(
+        "CSV / Parquet / JSON Lines events -> canonical event Parquet",
+        "Map, parse and validate raw event files into canonical Parquet. Invalid rows are counted and written to "
+        "DIR/rejects/; --strict turns the first one into an error.",
+        _ingest_settings, _run_ingest),
+    "prepare": Subcommand(
+        "canonical events -> point-in-time sequence datasets (train/val/test)",
+        "Build (customer, cut-off) examples from events strictly before each cut-off, with labels from the window "
+        "after it, vocabularies, time buckets and splits.",
+        _prepare_settings, _run_prepare, _add_overwrite("rebuild an existing complete dataset")),
+    "train": Subcommand(
+        "train one model on a prepared dataset, evaluate, record it in MLflow",
+        "Train any model of the zoo on any task it supports with Lightning (accelerator auto, bf16 on GPU, DDP "
+        "with --devices/--num-nodes), early stopping, the best checkpoint restored and tested; record params, "
+        "metrics, plots and the pyfunc model in MLflow and register it as journey-<dataset>-<task>. Options "
+        "override those of --config.",
+        lambda: TRAIN_SETTINGS, _run_train, _add_metrics_out),
+    "compare": Subcommand(
+        "train several models with the same budget; one table, one MLflow parent run",
+        "Train each model of --models on the same prepared data, tasks and budget (each a nested MLflow run under "
+        "one parent run), print and log one table (test metrics, the validation metric, training time, events/s, "
+        "parameters) and register the best model by the validation metric. Options are those of `journey train`.",
+        lambda: Settings(CompareConfig, COMPARE_SECTIONS, exclude=("model",)), _run_compare),
+    "promote": Subcommand(
+        "move the champion alias to a model version only if it is better",
+        "Compare a registered version (default: the newest) with the current @champion on the validation metric "
+        "both were selected on; move the alias only when the candidate is strictly better, and say so either way.",
+        lambda: Settings(PromoteConfig), _run_promote),
+    "models": Subcommand(
+        "list the model zoo and the tasks each model answers", "List the model zoo and the tasks each model answers.",
+        lambda: Settings(ModelsConfig), _run_models),
+    "demo": Subcommand(
+        "the main job end to end on built-in synthetic data (no server, no download)",
+        "synth -> prepare -> train and compare ATRank with the baselines (MLflow runs) -> register the best and "
+        "promote it if it beats the champion -> batch-score the held-back month -> print the table and the MLflow "
+        "UI command. Everything goes into WORKDIR.",
+        lambda: Settings(DemoConfig), _run_demo),
+    "score": Subcommand(
+        "batch scoring: every customer of an event folder -> Parquet scores",
+        "Stream customers from canonical event Parquet, score them with a model (bundle folder or MLflow URI) and "
+        "write Parquet parts (customer_id, cutoff, model version, scores, top-k next events, top reasons). Parts "
+        "appear atomically; an interrupted job resumes.",
+        _score_settings, _run_score, _add_overwrite("replace scores (or an unfinished job) already in --out")),
+    "serve": Subcommand(
+        "start the online prediction API (BentoML) on a host and port",
+        "Serve POST /predict, /explain, /update, /forget, GET /metadata, /livez, /readyz and the OpenAPI document "
+        "(/docs.json) with `bentoml serve serving.service:JourneyService`. Settings come from JOURNEY_* (and "
+        "BentoML's BENTOML_HOST / _PORT / _TIMEOUT) variables, then --config, then the options; the server gets "
+        "them as those variables.",
+        lambda: SERVING_SETTINGS, _run_serve),
+}
+
+
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv``: the first word that is not an option (global options take no value)."""
+    return next((token for token in argv if not token.startswith("-")), None)
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The `journey` parser; only the subcommand named in ``argv`` gets its options (``None``: every one)."""
+    parser = argparse.ArgumentParser(
+        prog="journey",
+        description="Journey: customer-journey behaviour modelling for finance (ATRank and seq2seq models). "
+        "Every subcommand takes --config FILE (YAML) and --print-config.",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
+    chosen = None if argv is None else _command_in(argv)
+    for name, command in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=command.help, description=command.description)
+        if argv is None or name == chosen:
+            settings = command.settings()
+            settings.add_arguments(p)
+            command.extra(p)
+            p.set_defaults(func=command.run, settings=settings)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("journey_model").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    if not args.verbose:  # Lightning's hardware banner and tips are noise in a pipeline's output
+        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+        logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    settings: Settings = args.settings
+    try:
+        fixed = {"progress": False} if args.quiet and "progress" in settings.fields else {}
+        config = settings.from_args(args, **fixed)
+        if args.print_config:
+            sys.stdout.write(settings.to_yaml(config))
+            return 0
+        return int(args.func(args, config) or 0)
+    except (ValueError, FileNotFoundError) as error:  # our errors are ValueErrors with a clear message
+        if args.verbose:
+            raise
+        print(f"journey {args.command}: error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Typed configs of the `journey` subcommands that belong to the pipelines layer: compare, promote, demo, models.
+
+Like every subcommand's config they are plain dataclasses whose fields carry their help text
+(:func:`journey_model.core.settings.option`), so :mod:`pipelines.cli` generates the options, ``--config`` and
+``--print-config`` from them. They live apart from :mod:`pipelines.compare` and :mod:`pipelines.demo`, which
+import MLflow and Lightning, so that building the parser stays instant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from journey_model.core.settings import ConfigError, option
+from journey_model.training.config import SECTIONS, TrainConfig
+
+DEFAULT_MODELS = ["atrank", "gru-bahdanau", "lstm-luong", "transformer", "bag", "markov"]
+
+
+@dataclass(kw_only=True)
+class CompareOptions:
+    """Which models are compared and what the table shows."""
+
+    models: list[str] = option(factory=lambda: list(DEFAULT_MODELS), help="comma-separated model names",
+                               metavar="MODEL,…")
+    metrics: list[str] | None = option(
+        None, "comma-separated test-metric columns of the table; none = per task, e.g. auc/<outcome>")
+    comparison_json: str | None = option(None, "also write the table as JSON here", flag="--json")
+
+
+@dataclass(kw_only=True)
+class CompareConfig(CompareOptions, TrainConfig):
+    """`journey compare`: the comparison's own options and the training config every model shares."""
+
+    def train_config(self) -> TrainConfig:
+        """The training part, shared by every model of the comparison."""
+        return TrainConfig(**{f.name: getattr(self, f.name) for f in fields(TrainConfig)})
+
+
+# `journey compare --config` reads the sections of a training config, plus its own.
+COMPARE_SECTIONS: dict[str, type] = {"compare": CompareOptions, **SECTIONS}
+
+
+@dataclass
+class PromoteConfig:
+    """Which registered version may take which alias."""
+
+    name: str | None = option(None, "registered model, e.g. journey-synth_bank-outcome (or give --dataset and --task)")
+    dataset: str | None = option(None, "dataset name (DatasetConfig.name), with --task")
+    task: str | None = option(None, "task label, e.g. outcome or next_event+next_item, with --dataset")
+    version: str | None = option(None, "candidate version; none = the newest")
+    alias: str = option("champion", "alias to move")
+    tracking_uri: str | None = option(
+        None, "MLflow tracking URI; none = $MLFLOW_TRACKING_URI, else sqlite:///work/mlflow.db")
+
+    def __post_init__(self) -> None:
+        if not self.name and not (self.dataset and self.task):
+            raise ConfigError("give --name, or --dataset and --task")
+
+
+@dataclass
+class DemoConfig:
+    """The main job on built-in synthetic data; everything goes into the working folder."""
+
+    workdir: str = option("work", "where data, runs, results and the MLflow store (mlflow.db, mlartifacts/) go")
+    customers: int = option(5000, "synthetic customers [customers]")
+    seed: int = option(0, "seed of the synthetic data and of training")
+    max_epochs: int = option(5, "epochs at most per model [epochs]")
+    models: list[str] = option(factory=lambda: list(DEFAULT_MODELS), help="comma-separated models to compare",
+                               metavar="MODEL,…")
+    tracking_uri: str | None = option(
+        None, "MLflow tracking URI; none = $MLFLOW_TRACKING_URI, else sqlite:///WORKDIR/mlflow.db")
+
+
+@dataclass
+class ModelsConfig:
+    """Which models of the zoo are listed."""
+
+    task: str | None = option(None, "only the models that answer this task: outcome, next_event, next_item or "
+                              "forecast; none = every model")
+
+
+__all__ = ["COMPARE_SECTIONS", "DEFAULT_MODELS", "CompareConfig", "CompareOptions", "DemoConfig", "ModelsConfig",
+           "PromoteConfig"]
