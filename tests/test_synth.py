@@ -1,4 +1,5 @@
-"""Tests of ``journey synth`` (journey_model.data.synth): layout, determinism, labels, ground truth, order matters."""
+"""Tests of ``journey synth`` (journey_model.data.synth): layout, determinism, labels, ground truth, order
+matters, and the checks of profiles.yaml."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from journey_model.data import synth
-from journey_model.data import synth_rules as rules
 from journey_model.data.schema import DatasetConfig
+from journey_model.data.synth import profiles, rules, writer
 
 CUSTOMERS = 2000
 SEED = 7
@@ -113,7 +114,7 @@ def test_same_seed_gives_byte_identical_output(bank: dict, tmp_path: Path) -> No
 def test_chunk_size_moves_part_boundaries_but_not_content(
     bank: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(synth, "ROW_GROUP_EVENTS", 1)  # a row group per block slice: parts span several
+    monkeypatch.setattr(writer, "ROW_GROUP_EVENTS", 1)  # a row group per block slice: parts span several
     report = synth.generate(tmp_path, CUSTOMERS, seed=SEED, chunk_customers=1100, progress=False)
     assert report.parts == 2 == len(list((tmp_path / "events").glob("part-*.parquet")))
     assert pq.ParquetFile(tmp_path / "events" / "part-00000.parquet").num_row_groups > 1
@@ -353,3 +354,43 @@ def test_rerun_replaces_a_previous_synth_output(tmp_path: Path) -> None:
     assert [p.name for p in (tmp_path / "events").glob("part-*.parquet")] == ["part-00000.parquet"]
     assert report.replaced_files == 3 + 3  # three parts, labels, ground truth and the report
     assert pq.read_table(tmp_path / "events").num_rows == report.events
+
+
+# -------------------------------------------------------------------------------------- profiles.yaml
+def test_the_bank_profiles_load_in_file_order() -> None:
+    loaded = profiles.load_profiles()
+    assert [segment.name for segment in loaded.segments] == ["mass", "affluent", "student", "sme", "retired"]
+    assert sum(segment.share for segment in loaded.segments) == pytest.approx(1.0)
+    assert loaded.merchants.names[-2:] == rules.DEFAULT_RISKY_MERCHANTS
+    assert len(set(loaded.items)) == len(loaded.items)
+    for kinds in (loaded.merchants, loaded.products, loaded.fees, loaded.close_reasons):
+        assert [loaded.items[code] for code in kinds.codes] == list(kinds.names)
+    assert loaded.login.hours.shape == (24,) and loaded.office.weekdays.shape == (7,)
+    assert loaded.merchants.median.dtype == np.float64 and loaded.population.paydays.dtype == np.int64
+
+
+MALFORMED = [  # (text in profiles.yaml, its replacement, the error after the file's path)
+    ("share: 0.55", "share: abc", "segments.mass.share: expected a number, got 'abc'"),
+    ("share: 0.55", "shares: 0.55", "segments.mass: missing key 'share'"),
+    ("calls_per_year: 1.0\n", "calls_per_year: 1.0\n    fee_factor: 2.0\n", "segments.mass: unknown key 'fee_factor'"),
+    ("{family: 0.15, p2p_in: 0.6,", "{family: 0.15, p2p: 0.6,", "segments.mass.transfer_in_mix: unknown name 'p2p'"),
+    ("standing_order: rent", "standing_order: rents", "segments.mass.standing_order: expected one of rent,"),
+    ("ios_share: 0.45", "ios_share: 1.45", "population.ios_share: a share must be at most 1"),
+    ("risky_substitution: 0.8", "risky_substitution: 8e-1", "scenarios.risky_substitution: expected a number"),
+    ("churn_cause: 0.09", "churn_cause: 0.8", "scenarios: churn: the cause and its 3 decoys take"),
+    ("  gambling: ", "  gamble: ", "merchants: missing gambling"),
+    ("[1, 1, 1, 1, 1, 0.25, 0.1]", "[1, 1, 1]", "rhythms.office.weekdays: expected a list of 7 numbers"),
+    ("products: [savings_account,", "products: [fees, savings_account,", "item vocabularies share the name(s) fees"),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "message"), MALFORMED)
+def test_a_malformed_profiles_file_is_rejected_naming_the_key(
+    tmp_path: Path, old: str, new: str, message: str
+) -> None:
+    text = profiles.PROFILES_PATH.read_text()
+    assert old in text, old
+    path = tmp_path / "profiles.yaml"
+    path.write_text(text.replace(old, new, 1))
+    with pytest.raises(synth.SynthError, match=re.escape(f"{path}: {message}")):
+        profiles.load_profiles(path)
