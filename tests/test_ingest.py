@@ -1,5 +1,6 @@
-"""Tests of ``journey ingest`` (journey_model.data.ingest): mappings, validation messages, rejects, formats,
-time zones, chunking and the output folder contract. Every input is a real file written under tmp_path."""
+"""Tests of ``journey ingest`` (journey_model.data.ingest, .mapping, .readers, .transform): mappings, validation
+messages, rejects, formats, time zones, chunking, the output folder contract and the examples of
+docs/mapping-format.md. Every input is a real file written under tmp_path."""
 
 from __future__ import annotations
 
@@ -559,3 +560,84 @@ def test_long_values_are_shortened_in_messages_but_kept_in_rejects(tmp_path: Pat
     report, out, _ = run(tmp_path, [f"c1,2024-01-15 10:00,login,,{long_amount},app"])
     assert "... (300 characters)" in report.reject_examples["bad_number"]
     assert read_rejects(out)[0]["value"] == long_amount
+
+
+# ------------------------------------------------------------------------------------------ docs/mapping-format.md
+
+MAPPING_DOC = Path(__file__).resolve().parents[1] / "docs" / "mapping-format.md"
+
+
+def doc_block(heading: str, language: str) -> str:
+    """The first ``language`` code block after ``heading`` in docs/mapping-format.md."""
+    text = MAPPING_DOC.read_text(encoding="utf-8")
+    section = text[text.index(f"\n{heading}\n"):]
+    start = section.index(f"```{language}\n") + len(f"```{language}\n")
+    return section[start:section.index("\n```", start)] + "\n"
+
+
+def test_the_documented_full_example_mapping_ingests_as_described(tmp_path: Path) -> None:
+    mapping_path = tmp_path / "example.yaml"
+    mapping_path.write_text(doc_block("## A full example", "yaml"), encoding="utf-8")
+    documented_rows = doc_block("## A full example", "text")  # title line, header and the two rows described
+    source = tmp_path / "export.csv"
+    source.write_text(documented_rows + "\n".join([
+        "3;c2; 01.02.2024 12:00 ;ATM;D;;ATM;20000;1500",  # whitespace stripped
+        "4;c2;25.01.2024 06:00;SAL;C;;;250000;3500",  # a credit keeps its sign
+        "5;c2;31.01.2024 23:59;FEE;D;5999;BR;150;3485",  # glob 59* -> retail
+        "6;c3;31.03.2024 02:30;CARD;D;5812;MB;990;10",  # in the spring gap; code 5812 not in the map: kept
+        "7;c3;01.02.2024 10:00;WIRE;D;;IB;100;0",  # unmapped: reject
+        "8;c3;01.01.1999 10:00;CARD;D;5411;MB;100;0",  # before valid_from
+        "9;c3;01.02.2024 10:00;CARD;D;5411;MB;12,50;0",  # decimal comma
+    ]) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    report = ingest([source], mapping_path, out, progress=False)
+
+    events = read_events(out)
+    documented = yaml.safe_load(mapping_path.read_text())
+    config = DatasetConfig.load(out / "dataset.yaml")
+    assert config == DatasetConfig.from_dict(documented["dataset"])
+    assert events.schema == config.arrow_schema()
+    assert events.column_names == ["customer_id", "ts", "event_type", "event_id", "item", "channel", "amount",
+                                   "balance"]
+    rows = events.to_pylist()
+    amounts = [row.pop("amount") for row in rows]
+    assert amounts == pytest.approx([-12.5, None, -200.0, 2500.0, -1.5, -9.9])  # cents, debits negative
+    assert rows == [
+        # the two rows the document describes
+        {"customer_id": "c1", "ts": utc(2024, 1, 15, 9), "event_type": "card_payment", "event_id": "1",
+         "item": "groceries", "channel": "app", "balance": 987.5},
+        {"customer_id": "c1", "ts": utc(2024, 7, 15, 6, 30), "event_type": "login", "event_id": "2",
+         "item": None, "channel": "web", "balance": None},
+        {"customer_id": "c2", "ts": utc(2024, 2, 1, 11), "event_type": "cash_withdrawal", "event_id": "3",
+         "item": None, "channel": "atm", "balance": 1500.0},
+        {"customer_id": "c2", "ts": utc(2024, 1, 25, 5), "event_type": "salary", "event_id": "4",
+         "item": None, "channel": None, "balance": 3500.0},
+        {"customer_id": "c2", "ts": utc(2024, 1, 31, 22, 59), "event_type": "fee", "event_id": "5",
+         "item": "retail", "channel": "branch", "balance": 3485.0},
+        {"customer_id": "c3", "ts": utc(2024, 3, 31, 1), "event_type": "card_payment", "event_id": "6",
+         "item": "5812", "channel": "app", "balance": 10.0},
+    ]
+    rejects = read_rejects(out)
+    assert [(r["row"], r["reason"], r["column"], r["value"]) for r in rejects] == [
+        (7, "unmapped_event_type", "kind, direction", "WIRE|D"),
+        (8, "timestamp_out_of_range", "booked", "01.01.1999 10:00"),
+        (9, "bad_number", "amount_cents", "12,50"),
+    ]
+    assert (report.rows_read, report.rows_written, report.rows_rejected) == (9, 6, 3)
+    assert report.event_types == {"card_payment": 2, "login": 1, "cash_withdrawal": 1, "salary": 1, "fee": 1}
+
+
+def test_the_documented_labels_example_mapping_ingests(tmp_path: Path) -> None:
+    mapping_path = tmp_path / "labels.yaml"
+    mapping_path.write_text(doc_block("## Labels tables (`kind: labels`)", "yaml"), encoding="utf-8")
+    source = write_csv(tmp_path, ['1;930105;A;0', '2;930106;"D";1', '3;930107;B;', '4;930108;X;1'],
+                       name="loans.csv", header="account_id;date;status;churn_flag")
+    report = ingest([source], mapping_path, tmp_path / "out", progress=False)
+    labels = pq.read_table(tmp_path / "out" / "labels.parquet")
+    assert labels.column_names == ["customer_id", "cutoff", "default", "churned"]
+    assert labels.to_pylist() == [
+        {"customer_id": "1", "cutoff": utc(1993, 1, 4, 23), "default": 0.0, "churned": 0.0},
+        {"customer_id": "2", "cutoff": utc(1993, 1, 5, 23), "default": 1.0, "churned": 1.0},
+        {"customer_id": "3", "cutoff": utc(1993, 1, 6, 23), "default": 1.0, "churned": None},
+    ]
+    assert report.rejects_by_reason == {"bad_label": 1}  # X is neither positive nor negative
