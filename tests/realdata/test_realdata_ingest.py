@@ -15,7 +15,7 @@ from journey_model.data.schema import DatasetConfig
 
 pytestmark = pytest.mark.realdata
 
-SHARED_DATA = Path(os.environ.get("JOURNEY_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+SHARED_DATA = Path(os.environ.get("JOURNEY_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
 BERKA_TRANSACTIONS = SHARED_DATA / "berka" / "trans_PARTIAL_first3MiB.asc"
 BERKA_LOANS = SHARED_DATA / "berka" / "loan.asc"
 TAOBAO = SHARED_DATA / "taobao_userbehavior" / "UserBehavior_first_users.csv"

@@ -24,7 +24,7 @@ from pipelines.cli import SUBCOMMANDS, build_parser
 from pipelines.cli import main as journey
 from serving.config import SETTINGS as SERVING_SETTINGS
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 ROUND_TRIPS = {
     "prepare": ["prepare", "--events", "ev", "--out", "ds", "--cutoffs", "2024-06-01,2024-08-01", "--target",

@@ -564,7 +564,7 @@ def test_long_values_are_shortened_in_messages_but_kept_in_rejects(tmp_path: Pat
 
 # ------------------------------------------------------------------------------------------ docs/mapping-format.md
 
-MAPPING_DOC = Path(__file__).resolve().parents[1] / "docs" / "mapping-format.md"
+MAPPING_DOC = Path(__file__).resolve().parents[2] / "docs" / "mapping-format.md"
 
 
 def doc_block(heading: str, language: str) -> str:

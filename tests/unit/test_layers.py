@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LIBRARY_PACKAGES = ("journey_model", "serving")
 # Optional extras imported where they are used, so that the library works without them installed.
 OPTIONAL_IMPORTS = {"pyspark"}

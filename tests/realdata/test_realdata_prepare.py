@@ -19,7 +19,7 @@ from journey_model.data.preprocessing import PreprocessingConfig, Preprocessor
 from journey_model.training.datamodule import JourneyDataModule
 
 pytestmark = pytest.mark.realdata
-CONFIGS = Path(__file__).resolve().parents[1] / "journey_model" / "data" / "mappings"
+CONFIGS = Path(__file__).resolve().parents[2] / "journey_model" / "data" / "mappings"
 
 
 def test_berka_loans_become_point_in_time_default_examples(tmp_path):
