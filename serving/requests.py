@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from journey_model.data.batch import OOV_ID
+from journey_model.data.features import OOV_ID
 from journey_model.data.preprocessing import EVENT_TYPE_SPECIALS, Preprocessor
 from journey_model.data.schema import CUSTOMER_ID, EVENT_ID, EVENT_TYPE, TIMESTAMP, TIMESTAMP_TYPE
 from journey_model.data.sequences import CUTOFF

@@ -23,13 +23,6 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 import torch
 
-PAD_ID = 0
-OOV_ID = 1
-BOS_ID = 2
-EOS_ID = 3
-EVENT_TYPE_SPECIAL_IDS: tuple[int, ...] = (PAD_ID, OOV_ID, BOS_ID, EOS_ID)  # reserved in the event-type vocabulary
-FIELD_SPECIAL_IDS: tuple[int, ...] = (PAD_ID, OOV_ID)  # reserved in item / categorical field vocabularies
-
 
 @dataclass
 class SequenceBatch:
@@ -147,35 +140,3 @@ def _float_or_nan(value: object) -> float:
     if value is None:
         return float("nan")
     return float(value)  # type: ignore[arg-type]
-
-
-@dataclass
-class BehaviourGroup:
-    """Event types that carry the same fields and so share one projection into the model's space (ATRank §3.1)."""
-
-    name: str  # e.g. "card_payment" or "login+logout"
-    event_type_ids: list[int]  # ids in the event-type vocabulary
-    categorical: list[str]  # categorical fields these types carry
-    numeric: list[str]  # numeric fields these types carry
-
-
-@dataclass
-class FeatureSpec:
-    """What a model must know about the encoded inputs: vocabulary sizes, field groups and targets.
-
-    Built from the preprocessing artifact (:meth:`journey_model.data.preprocessing.Preprocessor.feature_spec`),
-    so a model is constructed for exactly the ids its data holds.
-    """
-
-    event_type_vocab_size: int  # including <pad>, <oov>, <bos>, <eos>
-    categorical_vocab_sizes: dict[str, int]  # field -> vocabulary size including <pad>, <oov>
-    numeric_fields: list[str]  # order of the last axis of SequenceBatch.numeric
-    num_time_buckets: int  # including the padding bucket 0
-    behaviour_groups: list[BehaviourGroup]  # every event-type id >= 4 belongs to exactly one group
-    outcome_names: list[str] = field(default_factory=list)  # binary targets, order of SequenceBatch.outcomes
-    item_field: str | None = None  # categorical field that is the behaviour's object (next-item target)
-    forecast_steps: int = 0  # K, the number of future behaviours a forecast predicts (plus <eos>)
-
-    @property
-    def categorical_fields(self) -> list[str]:
-        return list(self.categorical_vocab_sizes)

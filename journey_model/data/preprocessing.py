@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 from journey_model.core.files import write_json_atomic
 from journey_model.core.fingerprint import fingerprint
 from journey_model.core.settings import option
-from journey_model.data.batch import BOS_ID, EOS_ID, OOV_ID, PAD_ID, BehaviourGroup, FeatureSpec
+from journey_model.data.features import BOS_ID, EOS_ID, OOV_ID, PAD_ID, BehaviourGroup, FeatureSpec
 from journey_model.data.schema import CUSTOMER_ID, EVENT_ID, EVENT_TYPE, TIMESTAMP, DatasetConfig
 
 ARTIFACT_VERSION = 1

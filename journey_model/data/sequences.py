@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from journey_model.data.batch import EOS_ID, PAD_ID
+from journey_model.data.features import EOS_ID, PAD_ID
 from journey_model.data.preprocessing import Preprocessor
 from journey_model.data.schema import CUSTOMER_ID, EVENT_ID, EVENT_TYPE, TIMESTAMP, TIMESTAMP_TYPE
 

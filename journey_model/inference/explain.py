@@ -23,7 +23,8 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
-from journey_model.data.batch import PAD_ID, SequenceBatch
+from journey_model.data.batch import SequenceBatch
+from journey_model.data.features import PAD_ID
 from journey_model.inference.scorer import Scorer
 from journey_model.models.output import ModelOutput
 

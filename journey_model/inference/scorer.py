@@ -24,7 +24,8 @@ import torch
 
 from journey_model.core.files import atomic_path
 from journey_model.core.fingerprint import file_digest
-from journey_model.data.batch import EOS_ID, EVENT_TYPE_SPECIAL_IDS, SequenceBatch, collate_examples
+from journey_model.data.batch import SequenceBatch, collate_examples
+from journey_model.data.features import EOS_ID, EVENT_TYPE_SPECIAL_IDS
 from journey_model.data.preprocessing import Preprocessor
 from journey_model.data.schema import CUSTOMER_ID, EVENT_TYPE, TIMESTAMP, TIMESTAMP_TYPE, conform_table
 from journey_model.data.sequences import CUTOFF, encode_examples

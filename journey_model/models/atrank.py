@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from journey_model.data.batch import FeatureSpec, SequenceBatch
+from journey_model.data.batch import SequenceBatch
+from journey_model.data.features import FeatureSpec
 from journey_model.models.attention import AttentionBlock, gather_last, masked_mean
 from journey_model.models.base import JourneyModel, SequenceModelConfig, check_choice
 from journey_model.models.embedding import BehaviourEmbedding, PositionalEncoding

@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from journey_model.core.settings import check_choice
-from journey_model.data.batch import FeatureSpec, SequenceBatch
+from journey_model.data.batch import SequenceBatch
+from journey_model.data.features import FeatureSpec
 from journey_model.models import decoding
 from journey_model.models.output import ForecastResult, ModelOutput
 from journey_model.models.tasks import Task, UnsupportedTaskError, resolve_tasks

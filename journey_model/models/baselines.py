@@ -23,7 +23,8 @@ from typing import Self
 import torch
 from torch import nn
 
-from journey_model.data.batch import BOS_ID, EOS_ID, PAD_ID, FeatureSpec, SequenceBatch
+from journey_model.data.batch import SequenceBatch
+from journey_model.data.features import BOS_ID, EOS_ID, PAD_ID, FeatureSpec
 from journey_model.models.attention import large_negative, masked_softmax
 from journey_model.models.base import JourneyModel, SequenceModelConfig, check_batch
 from journey_model.models.decoding import DecoderStep, teacher_forcing_inputs

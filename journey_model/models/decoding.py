@@ -15,7 +15,8 @@ from typing import Protocol
 
 import torch
 
-from journey_model.data.batch import BOS_ID, EOS_ID, OOV_ID, PAD_ID, SequenceBatch
+from journey_model.data.batch import SequenceBatch
+from journey_model.data.features import BOS_ID, EOS_ID, OOV_ID, PAD_ID
 from journey_model.models.output import ForecastResult
 
 NEVER_EMITTED = (PAD_ID, OOV_ID, BOS_ID)

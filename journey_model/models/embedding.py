@@ -20,7 +20,8 @@ import math
 import torch
 from torch import nn
 
-from journey_model.data.batch import BOS_ID, EOS_ID, OOV_ID, BehaviourGroup, FeatureSpec, SequenceBatch
+from journey_model.data.batch import SequenceBatch
+from journey_model.data.features import BOS_ID, EOS_ID, OOV_ID, BehaviourGroup, FeatureSpec
 from journey_model.models.base import check_batch
 
 ALL_FIELDS_GROUP = "<all fields>"

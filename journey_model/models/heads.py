@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from journey_model.data.batch import BOS_ID, EOS_ID, PAD_ID, FeatureSpec
+from journey_model.data.features import BOS_ID, EOS_ID, PAD_ID, FeatureSpec
 from journey_model.models.attention import AttentionBlock, large_negative
 from journey_model.models.base import SequenceModelConfig
 from journey_model.models.output import EncodedSequence, ModelOutput

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from journey_model.data.batch import FeatureSpec
+from journey_model.data.features import FeatureSpec
 from journey_model.models.atrank import ATRank, ATRankConfig
 from journey_model.models.base import JourneyModel
 from journey_model.models.baselines import (

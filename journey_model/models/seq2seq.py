@@ -29,7 +29,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from journey_model.data.batch import FeatureSpec, SequenceBatch
+from journey_model.data.batch import SequenceBatch
+from journey_model.data.features import FeatureSpec
 from journey_model.models.attention import masked_softmax
 from journey_model.models.base import JourneyModel, SequenceModelConfig, check_choice
 from journey_model.models.decoding import DecoderStep, teacher_forcing_inputs

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
 
-from journey_model.data.batch import FeatureSpec
+from journey_model.data.features import FeatureSpec
 
 
 class Task(StrEnum):

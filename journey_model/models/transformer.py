@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from journey_model.data.batch import PAD_ID, FeatureSpec, SequenceBatch
+from journey_model.data.batch import SequenceBatch
+from journey_model.data.features import PAD_ID, FeatureSpec
 from journey_model.models.atrank import ATRankConfig, ATRankEncoder
 from journey_model.models.attention import FeedForward, MultiHeadAttention
 from journey_model.models.base import JourneyModel

@@ -19,7 +19,8 @@ import numpy as np
 import pyarrow as pa
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from journey_model.data.batch import FeatureSpec, SequenceBatch, collate_examples
+from journey_model.data.batch import SequenceBatch, collate_examples
+from journey_model.data.features import FeatureSpec
 from journey_model.data.prepare import SPLITS, read_split
 from journey_model.data.preprocessing import Preprocessor
 

@@ -17,7 +17,8 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 
-from journey_model.data.batch import PAD_ID, SequenceBatch
+from journey_model.data.batch import SequenceBatch
+from journey_model.data.features import PAD_ID
 from journey_model.models.output import ModelOutput
 from journey_model.models.tasks import Task, parse_task
 

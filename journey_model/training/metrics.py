@@ -48,7 +48,7 @@ from torchmetrics.functional.classification import (
 )
 from torchmetrics.utilities.data import dim_zero_cat
 
-from journey_model.data.batch import EOS_ID, EVENT_TYPE_SPECIAL_IDS, PAD_ID
+from journey_model.data.features import EOS_ID, EVENT_TYPE_SPECIAL_IDS, PAD_ID
 
 DEFAULT_CALIBRATION_BINS = 15  # equal-width probability bins for ECE and reliability curves (Guo et al. 2017)
 LOG_LOSS_EPSILON = 1e-15  # probabilities are clipped to [eps, 1 - eps] before the log (as scikit-learn did)

@@ -28,7 +28,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 from torchmetrics import MeanMetric
 
-from journey_model.data.batch import EVENT_TYPE_SPECIAL_IDS, FIELD_SPECIAL_IDS, PAD_ID, SequenceBatch
+from journey_model.data.batch import SequenceBatch
+from journey_model.data.features import EVENT_TYPE_SPECIAL_IDS, FIELD_SPECIAL_IDS, PAD_ID
 from journey_model.models.base import JourneyModel
 from journey_model.models.tasks import Task
 from journey_model.training.losses import compute_losses

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from journey_model.data.batch import OOV_ID, PAD_ID
+from journey_model.data.features import OOV_ID, PAD_ID
 from journey_model.data.prepare import PrepareConfig, PrepareError, _Job, prepare, read_split
 from journey_model.data.preprocessing import PreprocessingConfig, Preprocessor, Vocabulary
 from journey_model.data.schema import DatasetConfig, SchemaError, conform_table

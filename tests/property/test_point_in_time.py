@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from journey_model.data.batch import EOS_ID
+from journey_model.data.features import EOS_ID
 from journey_model.data.preprocessing import FieldStatistics, PreprocessingConfig, Preprocessor
 from journey_model.data.schema import DatasetConfig, conform_table
 from journey_model.data.sequences import encode_examples

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torchmetrics.functional.classification import binary_calibration_error, multiclass_accuracy
 
-from journey_model.data.batch import EVENT_TYPE_SPECIAL_IDS, FIELD_SPECIAL_IDS
+from journey_model.data.features import EVENT_TYPE_SPECIAL_IDS, FIELD_SPECIAL_IDS
 from journey_model.training.metrics import (
     ForecastMetrics,
     NextEventMetrics,

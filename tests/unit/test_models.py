@@ -16,15 +16,8 @@ import random
 import pytest
 import torch
 
-from journey_model.data.batch import (
-    BOS_ID,
-    EOS_ID,
-    PAD_ID,
-    BehaviourGroup,
-    FeatureSpec,
-    SequenceBatch,
-    collate_examples,
-)
+from journey_model.data.batch import SequenceBatch, collate_examples
+from journey_model.data.features import BOS_ID, EOS_ID, PAD_ID, BehaviourGroup, FeatureSpec
 from journey_model.models import ATRankConfig, ModelOutput, UnknownModelError, build_model, list_models
 from journey_model.models.base import LEGACY_TRAINING_FIELDS
 from journey_model.models.registry import supported_tasks
