@@ -24,7 +24,6 @@ commit protocol (``_SUCCESS`` marks a complete job).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -242,7 +241,8 @@ class _LocalJob:
         self.overwrite = overwrite
 
     def prepare_output(self) -> dict[str, Any]:
-        """The job state to resume, or a fresh one; refuses to mix with another job's output."""
+        """The job state to resume, a fresh one, or ``{"complete": manifest}`` when this same job finished here;
+        refuses to mix with another job's output."""
         state = self.output.resume()
         if state is not None:
             return state
@@ -253,8 +253,8 @@ class _LocalJob:
                     "overwrite (--overwrite) to replace it, or choose another --out"
                 )
         elif self.output.is_complete() or any(self.out.glob("part-*.parquet")):
-            if self.output.complete_manifest() is not None:
-                return {"complete": True}
+            if (manifest := self.output.complete_manifest()) is not None:
+                return {"complete": manifest}
             if not self.overwrite:
                 raise BatchScoringError(f"{self.out}: already holds scores; pass overwrite (--overwrite) to replace them")
         self.output.reset(*self.out.glob("part-*.parquet"))
@@ -338,8 +338,8 @@ def _score_local(config: BatchScoringConfig, overwrite: bool, opener: ModelOpene
     job = _LocalJob(config, scorer, identity, overwrite)
     job.out.mkdir(parents=True, exist_ok=True)
     state = job.prepare_output()
-    if state.get("complete"):
-        return BatchScoringReport(**{k: v for k, v in json.loads((job.out / MANIFEST_FILE).read_text()).items()
+    if "complete" in state:  # this same job finished here already: report it again from its manifest
+        return BatchScoringReport(**{k: v for k, v in state["complete"].items()
                                      if k in BatchScoringReport.__dataclass_fields__})
     if not state.get("spilled"):
         state = job.spill(state)

@@ -20,6 +20,7 @@ from journey_model.inference.scorer import (
     ScoringError,
     bundle_hash,
     bundle_identity,
+    open_bundle,
 )
 from journey_model.tracking.pyfunc import BUNDLE_ARTIFACT, load_scorer
 from journey_model.tracking.store import resolve_tracking_uri
@@ -43,8 +44,7 @@ def open_model(uri: str | Path, batch_size: int = 256) -> tuple[Scorer, ModelIde
     text = str(uri)
     path = Path(text)
     if (path / MODEL_FILE).exists():
-        scorer = Scorer.load(path, batch_size=batch_size)
-        return scorer, bundle_identity(scorer, path.resolve().name, bundle_hash(path), text)
+        return open_bundle(text, batch_size=batch_size)
     if path.is_dir():  # a local MLflow model folder: named by the folder, versioned by its bundle
         scorer = _load_mlflow_scorer(text, batch_size)
         return scorer, bundle_identity(scorer, path.resolve().name, bundle_hash(path / "artifacts" / BUNDLE_ARTIFACT),

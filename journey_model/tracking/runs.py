@@ -337,11 +337,7 @@ class RunTracker:
 def tracked_train(config: TrainConfig, metrics_out: str | Path | None = None,
                   callbacks: Sequence[Callback] = ()) -> TrainResult:
     """:func:`journey_model.training.train.train` recorded in MLflow by :class:`RunTracker` when ``config.track``."""
-
-    def recorder(config: TrainConfig, dataset: str, tasks: list[str], resume_run_id: str | None) -> RunTracker:
-        return RunTracker(config, dataset=dataset, tasks=tasks, resume_run_id=resume_run_id)
-
-    return train(config, metrics_out=metrics_out, callbacks=callbacks, recorder=recorder)
+    return train(config, metrics_out=metrics_out, callbacks=callbacks, recorder=RunTracker)
 
 
 __all__ = ["RunTracker", "environment_facts", "git_commit", "tracked_train"]
