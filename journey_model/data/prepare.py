@@ -40,6 +40,7 @@ from journey_model.core.fingerprint import file_digest, fingerprint
 from journey_model.core.jobs import ResumableJob
 from journey_model.core.resources import peak_rss_mb
 from journey_model.core.settings import FieldValues, option
+from journey_model.data.eligibility import count_ineligible, ineligible_rule_column, outcomes_with_rules
 from journey_model.data.partitioning import customer_hash, event_files, partition_count, spill_by_customer
 from journey_model.data.preprocessing import FieldStatistics, PreprocessingConfig, Preprocessor
 from journey_model.data.schema import CUSTOMER_ID, TIMESTAMP, TIMESTAMP_TYPE, DatasetConfig
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 MANIFEST_FILE = "manifest.json"
 SCAN_FILE = "scan.json"  # the job state: the fitted preprocessor and the partition count
+COUNTERS = ("dropped", "censored", "blanked", "ineligible")  # what each finished partition records
 
 
 class PrepareError(ValueError):
@@ -136,6 +138,7 @@ class PrepareReport:
     dropped: dict[str, int]  # reason -> examples dropped
     censored_labels: dict[str, int]  # target -> examples whose label window is not fully observed
     blanked_targets: dict[str, int]  # reason -> targets made unknown because they reach the next period
+    ineligible: dict[str, int]  # "outcome: rule" -> examples outside the outcome's population (label unknown)
     seconds: float
     events_per_second: float
     peak_rss_mb: float
@@ -150,6 +153,9 @@ class PrepareReport:
         ]
         if self.dropped:
             lines.append("  dropped: " + ", ".join(f"{reason}: {n:,}" for reason, n in sorted(self.dropped.items())))
+        if self.ineligible:
+            lines.append("  not eligible (label unknown): " + ", ".join(
+                f"{reason}: {n:,}" for reason, n in sorted(self.ineligible.items())))
         if self.blanked_targets:
             lines.append("  targets blanked (purged): " + ", ".join(
                 f"{reason}: {n:,}" for reason, n in sorted(self.blanked_targets.items())))
@@ -202,6 +208,7 @@ class _Job:
         self.dropped: Counter = Counter()
         self.censored: Counter = Counter()
         self.blanked: Counter = Counter()
+        self.ineligible: Counter = Counter()
         self._label_partition: np.ndarray | None = None
 
     # ---- labels and split dates
@@ -410,8 +417,25 @@ class _Job:
                 self.dropped[f"{SPLITS[i]}: no target left after purging"] += n
         return rows, ~known_any
 
+    def _drop_ineligible(self, rows: pa.Table) -> pa.Table:
+        """Count the examples outside each outcome's population (the builder made their labels unknown) and
+        drop those eligible for no outcome at all: they would only teach the model about the already-lost."""
+        outcomes = outcomes_with_rules(self.dataset, [c[2:] for c in rows.column_names if c.startswith("y_")])
+        if not outcomes:
+            return rows
+        for outcome, rules in count_ineligible(rows, outcomes).items():
+            for rule, n in rules.items():
+                self.ineligible[f"{outcome}: {rule}"] += n
+        nowhere = np.ones(rows.num_rows, dtype=bool)
+        for outcome in outcomes:
+            nowhere &= rows.column(ineligible_rule_column(outcome)).is_valid().to_numpy(zero_copy_only=False)
+        if nowhere.any():
+            self.dropped["not eligible for any outcome"] += int(nowhere.sum())
+            rows = rows.filter(pa.array(~nowhere))
+        return rows
+
     def build_partition(self, preprocessor: Preprocessor, partition: int, partitions: int) -> dict[str, int]:
-        before = {"dropped": Counter(self.dropped), "censored": Counter(self.censored), "blanked": Counter(self.blanked)}
+        before = {name: Counter(getattr(self, name)) for name in COUNTERS}
         spill_file = self.work / "spill" / f"part-{partition:05d}.parquet"
         events = pq.read_table(spill_file) if spill_file.exists() else self.dataset.arrow_schema().empty_table()
         examples = self.examples_for(events, partition, partitions)
@@ -422,6 +446,7 @@ class _Job:
         if n_short:
             self.dropped[f"fewer than {self.config.min_history} events before the cut-off"] += n_short
             rows = rows.filter(pc.invert(short))
+        rows = self._drop_ineligible(rows)
         for name in horizon:
             self.censored[name] += int(rows.column(f"y_{name}").null_count + pc.sum(pc.is_nan(rows.column(f"y_{name}"))).as_py())
         counts = {}
@@ -469,8 +494,8 @@ def prepare(config: PrepareConfig, *, overwrite: bool = False, progress: bool = 
         done = job.output.done(partition)
         if done is not None:
             counts.update(done["counts"])
-            for name in ("dropped", "censored", "blanked"):
-                getattr(job, name).update(done[name])
+            for name in COUNTERS:
+                getattr(job, name).update(done.get(name, {}))
             already += 1
             continue
         counts.update(job.build_partition(preprocessor, partition, partitions))
@@ -486,6 +511,7 @@ def prepare(config: PrepareConfig, *, overwrite: bool = False, progress: bool = 
         dropped=dict(job.dropped),
         censored_labels=dict(job.censored),
         blanked_targets=dict(job.blanked),
+        ineligible=dict(job.ineligible),
         seconds=seconds,
         events_per_second=events_total / seconds if seconds else 0.0,
         peak_rss_mb=peak_rss_mb(),

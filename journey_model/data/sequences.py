@@ -5,6 +5,8 @@ are located with a single vectorised merge of events and cut-offs sorted by (cus
 enters the input only if its timestamp is *strictly* before the cut-off; the first event at or after the
 cut-off is the next-event target. Labels derived from the future ("event X within H days") read only the
 window [cut-off, cut-off + H) and are unknown when that window reaches past the end of the observed data.
+Eligibility (:mod:`journey_model.data.eligibility`) is judged here too, on the same events before the same
+cut-off: an example outside an outcome's population at risk gets the reason and an unknown label for it.
 
 Everything is NumPy / Arrow over whole chunks — no Python loop per event or per example — so
 `journey prepare` stays fast on tens of millions of events and the API can reuse the same code for one
@@ -13,13 +15,29 @@ customer.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from journey_model.data.eligibility import (
+    ITEM_FIELD,
+    SortedEvents,
+    ineligible_reason_column,
+    ineligible_rule_column,
+    judge_eligibility,
+)
 from journey_model.data.features import EOS_ID, PAD_ID
 from journey_model.data.preprocessing import Preprocessor
-from journey_model.data.schema import CUSTOMER_ID, EVENT_ID, EVENT_TYPE, TIMESTAMP, TIMESTAMP_TYPE
+from journey_model.data.schema import (
+    CUSTOMER_ID,
+    EVENT_ID,
+    EVENT_TYPE,
+    TIMESTAMP,
+    TIMESTAMP_TYPE,
+    DatasetConfig,
+)
 
 CUTOFF = "cutoff"
 MICROS_PER_DAY = 86_400 * 1_000_000
@@ -52,6 +70,60 @@ def first_index_at_or_after(
     return result
 
 
+@dataclass
+class LocatedExamples:
+    """Events sorted by (customer, time) and, per example, where its customer's history and its cut-off fall."""
+
+    events: pa.Table  # the events, sorted by (customer code, time)
+    ev_code: np.ndarray  # customer code per sorted event
+    ev_ts: np.ndarray  # µs per sorted event
+    ex_customers: pa.ChunkedArray  # customer id per example (strings)
+    ex_code: np.ndarray  # customer code per example
+    ex_cut: np.ndarray  # cut-off per example, µs
+    seg_start: np.ndarray  # per example: index of its customer's first event
+    seg_end: np.ndarray  # per example: one past its customer's last event
+    first_future: np.ndarray  # per example: index of the first event at or after the cut-off
+
+    def history(self) -> SortedEvents:
+        """What eligibility rules are judged on."""
+        item = self.events.column(ITEM_FIELD) if ITEM_FIELD in self.events.column_names else None
+        return SortedEvents(
+            event_type=self.events.column(EVENT_TYPE).cast(pa.string()).combine_chunks(),
+            item=item.cast(pa.string()).combine_chunks() if item is not None else None,
+            ts=self.ev_ts, seg_start=self.seg_start, first_future=self.first_future, cutoff=self.ex_cut,
+        )
+
+
+def locate_examples(events: pa.Table, examples: pa.Table) -> LocatedExamples:
+    """Sort ``events`` by (customer, time) and find each (customer, cut-off) example's place in them."""
+    ex_customers = examples.column(CUSTOMER_ID).cast(pa.string())
+    ev_customers = events.column(CUSTOMER_ID).cast(pa.string())
+    universe = pc.unique(pa.chunked_array(ev_customers.chunks + ex_customers.chunks, type=pa.string()))
+    ev_code = pc.index_in(ev_customers, value_set=universe).to_numpy(zero_copy_only=False).astype(np.int64)
+    ex_code = pc.index_in(ex_customers, value_set=universe).to_numpy(zero_copy_only=False).astype(np.int64)
+    ev_ts_unsorted = timestamps_to_micros(events.column(TIMESTAMP))
+    order = np.lexsort((ev_ts_unsorted, ev_code))
+    ev_code, ev_ts = ev_code[order], ev_ts_unsorted[order]
+    ex_cut = timestamps_to_micros(examples.column(CUTOFF))
+    return LocatedExamples(
+        events=events.take(pa.array(order)), ev_code=ev_code, ev_ts=ev_ts, ex_customers=ex_customers,
+        ex_code=ex_code, ex_cut=ex_cut,
+        seg_start=np.searchsorted(ev_code, ex_code, side="left"),
+        seg_end=np.searchsorted(ev_code, ex_code, side="right"),
+        first_future=first_index_at_or_after(ev_code, ev_ts, ex_code, ex_cut),
+    )
+
+
+def judge_examples(
+    dataset: DatasetConfig, events: pa.Table, examples: pa.Table, outcomes: list[str]
+) -> dict[str, tuple[pa.Array, pa.Array]]:
+    """Eligibility of (customer, cut-off) examples for ``outcomes``, without encoding them (e.g. for labels).
+
+    Same rules and result as :func:`encode_examples` gives in its ``ineligible_*`` columns.
+    """
+    return judge_eligibility(dataset, outcomes, locate_examples(events, examples).history())
+
+
 def _list_array(offsets: np.ndarray, values: np.ndarray | pa.Array) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), values)
 
@@ -73,25 +145,20 @@ def encode_examples(
     after the cut-off": ``{"churn": ("account_close", 60.0)}``; windows that reach past
     ``observed_until`` are unknown (NaN), not negative. Returns one row per example, in the order of
     ``examples``, with list columns as described in :mod:`journey_model.data.batch`.
+
+    Every outcome (the preprocessor's, the derived ones and the examples' label columns) whose eligibility
+    the dataset declares gets ``ineligible_rule_<name>`` and ``ineligible_<name>`` (rule and sentence, null
+    when eligible), and its label is unknown (NaN) where the example is not eligible.
     """
     horizon_targets = horizon_targets or {}
     config = preprocessor.config
-    ex_customers = examples.column(CUSTOMER_ID).cast(pa.string())
-    ev_customers = events.column(CUSTOMER_ID).cast(pa.string())
-    universe = pc.unique(pa.chunked_array(ev_customers.chunks + ex_customers.chunks, type=pa.string()))
-    ev_code = pc.index_in(ev_customers, value_set=universe).to_numpy(zero_copy_only=False).astype(np.int64)
-    ex_code = pc.index_in(ex_customers, value_set=universe).to_numpy(zero_copy_only=False).astype(np.int64)
-
-    ev_ts_unsorted = timestamps_to_micros(events.column(TIMESTAMP))
-    order = np.lexsort((ev_ts_unsorted, ev_code))
-    events = events.take(pa.array(order))
-    ev_code, ev_ts = ev_code[order], ev_ts_unsorted[order]
-    ex_cut = timestamps_to_micros(examples.column(CUTOFF))
+    located = locate_examples(events, examples)
+    events, ev_code, ev_ts, ex_code, ex_cut = (
+        located.events, located.ev_code, located.ev_ts, located.ex_code, located.ex_cut
+    )
+    seg_start, seg_end, first_future = located.seg_start, located.seg_end, located.first_future
 
     encoded = preprocessor.encode_events(events)
-    seg_start = np.searchsorted(ev_code, ex_code, side="left")
-    seg_end = np.searchsorted(ev_code, ex_code, side="right")
-    first_future = first_index_at_or_after(ev_code, ev_ts, ex_code, ex_cut)
 
     # Inputs: the most recent max_len events strictly before the cut-off.
     start = np.maximum(seg_start, first_future - config.max_len)
@@ -101,7 +168,7 @@ def encode_examples(
 
     gaps_seconds = (np.repeat(ex_cut, lengths) - ev_ts[gather]) / 1e6
     columns: dict[str, pa.Array] = {
-        CUSTOMER_ID: ex_customers.combine_chunks(),
+        CUSTOMER_ID: located.ex_customers.combine_chunks(),
         CUTOFF: examples.column(CUTOFF).cast(TIMESTAMP_TYPE).combine_chunks(),
         "length": pa.array(lengths.astype(np.int32)),
         "event_type": _list_array(offsets, encoded["event_type"][gather]),
@@ -145,6 +212,19 @@ def encode_examples(
         label = (cumulative[end_index] - cumulative[first_future] > 0).astype(np.float32)
         label[window_end > observed_until] = np.nan  # the window is not fully observed: unknown
         columns[f"y_{name}"] = pa.array(label, type=pa.float32())
+
+    outcomes = list(dict.fromkeys([
+        *preprocessor.outcome_names, *horizon_targets,
+        *(n for n in examples.column_names if n not in (CUSTOMER_ID, CUTOFF)),
+    ]))
+    for name, (rule, reason) in judge_eligibility(preprocessor.dataset, outcomes, located.history()).items():
+        columns[ineligible_rule_column(name)] = rule
+        columns[ineligible_reason_column(name)] = reason
+        if f"y_{name}" in columns:
+            ineligible = rule.is_valid().to_numpy(zero_copy_only=False)
+            label = columns[f"y_{name}"].to_numpy(zero_copy_only=False).astype(np.float32)
+            label[ineligible] = np.nan
+            columns[f"y_{name}"] = pa.array(label, type=pa.float32())
     return pa.table(columns)
 
 

@@ -139,6 +139,35 @@ def test_labels_cutoffs_account_for_every_label_row(events_dir, tmp_path):
     assert artifact.outcome_names == ["churn"]
 
 
+def test_no_example_of_an_ineligible_customer_reaches_training_or_evaluation(tmp_path):
+    """With churn declared only for customers without a 'close' before the cut-off, every label row of a closed
+    customer is dropped and counted (churn is the only outcome), and no split holds one."""
+    folder = write_events(tmp_path / "events")
+    dataset = DatasetConfig.load(folder / "dataset.yaml")
+    dataset.outcomes = {"churn": {"eligibility": [{"name": "closed", "exclude_if": {"event_type": "close"}}]}}
+    DatasetConfig.from_dict(dataset.to_dict()).save(folder / "dataset.yaml")
+    report = prepare(_dates_config(folder, tmp_path / "ds", cutoff_strategy="labels", cutoff_dates=[],
+                                   horizon_targets={}), progress=False)
+
+    events = pq.read_table(folder / "events").to_pandas()
+    labels = pq.read_table(folder / "labels.parquet").to_pandas()
+    pairs = labels.merge(events[["customer_id", "ts", "event_type"]], on="customer_id")
+    before = pairs[pairs["ts"] < pairs["cutoff"]]
+    closed = before[before["event_type"] == "close"][["customer_id", "cutoff"]].drop_duplicates()
+    closed_rows = len(labels.merge(closed))  # label rows (a pair may repeat) of customers closed before the cut-off
+    assert closed_rows > 20  # the check below is not vacuous
+    assert report.dropped["not eligible for any outcome"] == closed_rows
+    assert report.ineligible == {"churn: closed": closed_rows}
+    assert json.loads((tmp_path / "ds" / "manifest.json").read_text())["ineligible"] == report.ineligible
+
+    closed_keys = set(zip(closed["customer_id"], closed["cutoff"]))
+    for split in ("train", "val", "test"):
+        rows = read_split(tmp_path / "ds", split, columns=["customer_id", "cutoff", "ineligible_rule_churn"])
+        keys = set(zip(rows.column("customer_id").to_pylist(), rows.column("cutoff").to_pylist()))
+        assert not keys & closed_keys, split
+        assert rows.column("ineligible_rule_churn").null_count == rows.num_rows
+
+
 def test_customer_split_keeps_customers_apart(events_dir, tmp_path):
     prepare(_dates_config(events_dir, tmp_path / "ds", split="customer"), progress=False)
     customers = {s: set(read_split(tmp_path / "ds", s, ["customer_id"]).column("customer_id").to_pylist())

@@ -120,3 +120,42 @@ def test_time_bucket_edges_follow_atrank():
     assert buckets.label(13) == ">= 4095 days"
     with pytest.raises(ValueError, match="at or after its cut-off"):
         buckets.bucket_ids(np.array([-1.0]))
+
+
+ELIGIBILITY = DatasetConfig(name="prop", categorical_fields=["item"], numeric_fields=["amount"], outcomes={
+    "closes": {"eligibility": [{"name": "closed", "exclude_if": {"event_type": "close"},
+                                "reason": "closed on {date}"}]},
+    "pays": {"eligibility": [{"name": "inactive", "require": {"event_type": "login", "within_days": 5}}]},
+})
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=event_rows, cutoffs=cutoff_rows, max_len=st.integers(1, 8))
+def test_no_ineligible_example_keeps_a_label(rows, cutoffs, max_len):
+    """Eligibility is judged on the events strictly before the cut-off (all of them, not only the max_len the
+    model reads): a customer with a 'close' before it, or without a login in the 5 days before it, keeps no
+    label for that outcome, and gets the rule and the reason instead; everyone else keeps the label."""
+    events = _events_table(rows)
+    preprocessor = _fit(events, max_len, 1)
+    preprocessor.dataset = ELIGIBILITY
+    preprocessor.outcome_names = ["closes", "pays"]
+    examples = pa.table({
+        "customer_id": pa.array([f"c{c}" for c, _ in cutoffs], pa.string()),
+        "cutoff": pa.array([t * DAY_US // 4 for _, t in cutoffs], pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+        "closes": pa.array([1.0] * len(cutoffs)),
+        "pays": pa.array([0.0] * len(cutoffs)),
+    })
+    out = encode_examples(preprocessor, events, examples).to_pylist()
+    for (customer, cut), row in zip(cutoffs, out):
+        past = [(t, k) for c, t, k in rows if c == customer and t < cut]
+        closes = [t for t, k in past if TYPES[k] == "close"]
+        if closes:
+            day = np.datetime_as_string(np.datetime64(max(closes) * DAY_US // 4, "us"), unit="D")
+            assert (row["ineligible_rule_closes"], row["ineligible_closes"]) == ("closed", f"closed on {day}")
+            assert np.isnan(row["y_closes"])
+        else:
+            assert row["ineligible_rule_closes"] is None and row["ineligible_closes"] is None
+            assert row["y_closes"] == 1.0
+        active = any(TYPES[k] == "login" and t * DAY_US // 4 >= cut * DAY_US // 4 - 5 * DAY_US for t, k in past)
+        assert (row["ineligible_rule_pays"] is None) == active
+        assert (row["y_pays"] == 0.0) if active else np.isnan(row["y_pays"])

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from journey_model.data.schema import TIMESTAMP_TYPE, DatasetConfig, conform_table
+from journey_model.data.sequences import judge_examples
 from journey_model.data.synth import rules
 from journey_model.data.synth.background import draw_background
 from journey_model.data.synth.customers import Customers, draw_customers
@@ -119,6 +120,8 @@ def generate_block(seed: int, block: int, keep: int, cal: Calendar, config: Data
     cutoff_ts = pa.array(cal.start_us + cutoff.astype(np.int64) * US_PER_DAY, TIMESTAMP_TYPE)
     label = _labels(rows, cutoff, keep)
     labels = pa.table({"customer_id": ids, "cutoff": cutoff_ts, **label}, schema=LABELS_SCHEMA)
+    label = _eligible_labels(config, events, labels, label)
+    labels = pa.table({"customer_id": ids, "cutoff": cutoff_ts, **label}, schema=LABELS_SCHEMA)
     ground_truth, gt_owner = _ground_truth(ids, cutoff_ts, plan, label, rows.owner, rows.tag, event_id, keep)
     return BlockOutput(first, keep, events, rows.offsets, labels, ground_truth, gt_owner, rows.event_type)
 
@@ -214,6 +217,19 @@ def _labels(rows: _Rows, cutoff: np.ndarray, keep: int) -> dict[str, np.ndarray]
         hit[rows.owner[in_horizon & (rows.event_type == TYPE[rules.OUTCOME_EVENT[target]])]] = True
         label[target] = hit.astype(float)
     return label
+
+
+def _eligible_labels(
+    config: DatasetConfig, events: pa.Table, labels: pa.Table, label: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """The labels under the dataset's eligibility rules: unknown (NaN) where the customer cannot have the
+    outcome at the cut-off — judged by the same code as every model's examples."""
+    judged = judge_examples(config, events, labels.select(["customer_id", "cutoff"]), list(rules.TARGETS))
+    result = dict(label)
+    for target, (rule, _) in judged.items():
+        ineligible = rule.is_valid().to_numpy(zero_copy_only=False)
+        result[target] = np.where(ineligible, np.nan, label[target])
+    return result
 
 
 def _ground_truth(
