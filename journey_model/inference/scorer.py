@@ -7,8 +7,12 @@ every path turns events into ids, buckets and scores with the same code
 :func:`journey_model.data.batch.collate_examples`).
 
 A saved model bundle is a folder with ``model.pt`` (model name, config, tasks and weights) and
-``preprocessing.json``; :meth:`Scorer.save` writes it, :meth:`Scorer.load` reads it back in a process that
-has nothing else on hand.
+``preprocessing.json``, and ``calibration.json`` when the model was calibrated; :meth:`Scorer.save` writes it,
+:meth:`Scorer.load` reads it back in a process that has nothing else on hand.
+
+**Calibrated scores.** With a calibration (:mod:`journey_model.models.calibration`), ``p_<outcome>`` is the
+*calibrated* probability (the raw sigmoid is not kept), and each outcome with an operating point gets a
+boolean ``flag_<outcome>`` column (``p >= threshold``; a NaN probability is never flagged).
 """
 
 from __future__ import annotations
@@ -22,15 +26,17 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
-from journey_model.core.files import atomic_path
+from journey_model.core.files import atomic_path, write_text_atomic
 from journey_model.core.fingerprint import file_digest
 from journey_model.data.batch import SequenceBatch, collate_examples
+from journey_model.data.eligibility import ineligible_reason_column, outcomes_with_rules
 from journey_model.data.features import EOS_ID, EVENT_TYPE_SPECIAL_IDS
 from journey_model.data.preprocessing import Preprocessor
 from journey_model.data.schema import CUSTOMER_ID, EVENT_TYPE, TIMESTAMP, TIMESTAMP_TYPE, conform_table
 from journey_model.data.sequences import CUTOFF, encode_examples
 from journey_model.models import build_model
 from journey_model.models.base import LEGACY_TRAINING_FIELDS, JourneyModel
+from journey_model.models.calibration import CALIBRATION_FILE, Calibration
 from journey_model.models.output import ModelOutput
 from journey_model.models.registry import config_fields
 from journey_model.models.tasks import Task
@@ -46,8 +52,10 @@ class ScoringError(ValueError):
 class Scorer:
     """A model and its preprocessing, ready to score raw events."""
 
-    def __init__(self, model: JourneyModel, preprocessor: Preprocessor, top_k: int = 3, batch_size: int = 256):
+    def __init__(self, model: JourneyModel, preprocessor: Preprocessor, top_k: int = 3, batch_size: int = 256,
+                 calibration: Calibration | None = None):
         self.model = model.eval()
+        self.calibration = calibration  # calibrated p_<outcome> and flag_<outcome>; None: raw sigmoids
         self.preprocessor = preprocessor
         self.top_k = top_k
         self.batch_size = batch_size
@@ -55,7 +63,8 @@ class Scorer:
 
     # ------------------------------------------------------------------ persistence
     def save(self, folder: str | Path) -> Path:
-        """Write the bundle (``model.pt`` + ``preprocessing.json``) into ``folder``, atomically per file."""
+        """Write the bundle (``model.pt`` + ``preprocessing.json`` [+ ``calibration.json``]) into ``folder``,
+        atomically per file."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         config = getattr(self.model, "config", None)
@@ -70,6 +79,10 @@ class Scorer:
         with atomic_path(folder / MODEL_FILE) as temporary:
             torch.save(payload, temporary)
         self.preprocessor.save(folder)
+        if self.calibration is not None:
+            write_text_atomic(folder / CALIBRATION_FILE, self.calibration.dumps())
+        else:
+            (folder / CALIBRATION_FILE).unlink(missing_ok=True)  # a stale one would calibrate another model
         return folder
 
     @classmethod
@@ -88,14 +101,23 @@ class Scorer:
         config = {k: v for k, v in payload["config"].items() if k in accepted or k not in LEGACY_TRAINING_FIELDS}
         model = build_model(name, preprocessor.feature_spec(), tasks=payload["tasks"], **config)
         model.load_state_dict(payload["state_dict"])
-        return cls(model, preprocessor, top_k=payload.get("top_k", 3), batch_size=batch_size)
+        calibration = Calibration.read(folder / CALIBRATION_FILE) if (folder / CALIBRATION_FILE).exists() else None
+        return cls(model, preprocessor, top_k=payload.get("top_k", 3), batch_size=batch_size, calibration=calibration)
 
     # ------------------------------------------------------------------ metadata
+    @property
+    def judged_outcomes(self) -> list[str]:
+        """The model's outcomes whose eligibility the dataset declares (their ineligible customers get no score)."""
+        return outcomes_with_rules(self.preprocessor.dataset, list(self.preprocessor.outcome_names))
+
     @property
     def output_columns(self) -> list[str]:
         columns = [CUSTOMER_ID, CUTOFF, "n_events"]
         if Task.OUTCOME in self.model.tasks:
             columns += [f"p_{name}" for name in self.preprocessor.outcome_names]
+            columns += [ineligible_reason_column(name) for name in self.judged_outcomes]
+            if self.calibration is not None:
+                columns += self.calibration.flag_columns(self.preprocessor.outcome_names)
         if Task.NEXT_EVENT in self.model.tasks:
             for k in range(1, self.top_k + 1):
                 columns += [f"next_event_{k}", f"p_next_event_{k}"]
@@ -190,6 +212,13 @@ class Scorer:
             probabilities = torch.sigmoid(output.outcome_logits.float()).numpy()
             for j, name in enumerate(self.preprocessor.outcome_names):
                 columns[f"p_{name}"] = probabilities[:, j]
+            for name in self.judged_outcomes:  # an ineligible customer gets a reason instead of a score
+                reasons = [ex.get(ineligible_reason_column(name)) for ex in examples]
+                ineligible = np.array([reason is not None for reason in reasons])
+                columns[f"p_{name}"] = np.where(ineligible, np.nan, columns[f"p_{name}"]).astype(np.float32)
+                columns[ineligible_reason_column(name)] = reasons
+            if self.calibration is not None:  # calibrated p_<outcome> in place (NaN stays NaN), then flag_<outcome>
+                self.calibration.apply_columns(columns, self.preprocessor.outcome_names)
         if output.next_event_logits is not None:
             logits = output.next_event_logits.float().clone()
             logits[:, list(EVENT_TYPE_SPECIAL_IDS)] = float("-inf")
@@ -211,6 +240,7 @@ class Scorer:
             "vocabulary_sizes": {name: len(v) for name, v in self.preprocessor.vocabularies.items()},
             "max_len": self.preprocessor.config.max_len,
             "eos_id": EOS_ID,
+            "calibration": self.calibration.describe() if self.calibration is not None else None,
         }
 
 
@@ -251,4 +281,7 @@ def bundle_identity(scorer: Scorer, name: str, version: str, uri: str, alias: st
 
 def bundle_hash(folder: Path) -> str:
     """Content hash of a bundle's files: two bundles with the same hash score identically."""
-    return file_digest([folder / MODEL_FILE, folder / "preprocessing.json"], length=12)
+    files = [folder / MODEL_FILE, folder / "preprocessing.json"]
+    if (folder / CALIBRATION_FILE).exists():
+        files.append(folder / CALIBRATION_FILE)
+    return file_digest(files, length=12)

@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from journey_model.core.files import atomic_path  # noqa: E402
+from journey_model.models.calibration import ReliabilityCurve  # noqa: E402
 from journey_model.training.metrics import OutcomeCurves  # noqa: E402
 
 MAX_ATTENTION_POSITIONS = 40  # most recent behaviours shown per customer in the heatmap
@@ -109,6 +110,28 @@ def plot_calibration(curves: dict[str, OutcomeCurves], path: str | Path) -> Path
     return save_figure(fig, path)
 
 
+def plot_reliability_before_after(curves: dict[str, tuple[ReliabilityCurve, ReliabilityCurve]],
+                                  ece: dict[str, tuple[float, float]], path: str | Path,
+                                  split: str = "test") -> Path | None:
+    """Reliability diagrams of the raw and the calibrated probabilities side by side, one line per outcome,
+    ECE in the legend. Only per-bin aggregates are drawn: nothing identifies a customer."""
+    if not curves:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), sharey=True)
+    for column, (ax, title) in enumerate(zip(axes, ("raw model", "calibrated"))):
+        ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="perfectly calibrated")
+        for name, pair in curves.items():
+            curve = pair[column]
+            keep = curve.count > 0
+            ax.plot(curve.mean_predicted[keep], curve.observed_rate[keep], marker="o",
+                    label=f"{name} (ECE {ece[name][column]:.3f})")
+        ax.set(xlabel="mean predicted probability", title=f"{title} ({split})", xlim=(0, 1), ylim=(0, 1))
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("observed rate")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
 def attention_rows(attentions: dict[str, torch.Tensor], row: int) -> dict[str, np.ndarray]:
     """Per-behaviour weights of customer ``row``: task / pooling attentions as they are, heads averaged;
     self-attention blocks as the attention each behaviour receives, averaged over heads and queries."""
@@ -153,4 +176,5 @@ def plot_attention(attentions: dict[str, torch.Tensor], lengths: Sequence[int], 
     return save_figure(fig, path)
 
 
-__all__ = ["plot_attention", "plot_calibration", "plot_learning_curves", "plot_roc_pr", "attention_rows"]
+__all__ = ["plot_attention", "plot_calibration", "plot_learning_curves", "plot_reliability_before_after",
+           "plot_roc_pr", "attention_rows"]

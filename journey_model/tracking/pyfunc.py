@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 from mlflow.models import ModelSignature
 from mlflow.types.schema import AnyType, ColSpec, Schema
 
+from journey_model.data.eligibility import ineligible_reason_column
 from journey_model.data.preprocessing import Preprocessor
 from journey_model.data.schema import CUSTOMER_ID, EVENT_ID, EVENT_TYPE, TIMESTAMP
 from journey_model.data.sequences import CUTOFF
@@ -90,6 +91,10 @@ def model_signature(scorer: Scorer) -> ModelSignature:
     outputs = [ColSpec("string", CUSTOMER_ID), ColSpec("datetime", CUTOFF), ColSpec("long", "n_events")]
     if Task.OUTCOME in scorer.model.tasks:
         outputs += [ColSpec("double", f"p_{name}") for name in scorer.preprocessor.outcome_names]
+        outputs += [ColSpec("string", ineligible_reason_column(name), required=False) for name in scorer.judged_outcomes]
+        if scorer.calibration is not None:
+            flags = scorer.calibration.flag_columns(scorer.preprocessor.outcome_names)
+            outputs += [ColSpec("boolean", name) for name in flags]
     if Task.NEXT_EVENT in scorer.model.tasks:
         for k in range(1, scorer.top_k + 1):
             outputs += [ColSpec("string", f"next_event_{k}"), ColSpec("double", f"p_next_event_{k}")]

@@ -9,7 +9,8 @@ opened on the global-zero process):
   (CPU, memory, GPU), the test metrics, ``best/val/*`` of the restored best model, time and size;
 * artifacts: ``config.yaml``, ``preprocessing/preprocessing.json`` (+ the dataset manifest),
   ``environment/`` (versions, hardware, installed packages), ``test_metrics.json``, ``plots/`` (learning
-  curves, ROC / PR, calibration, attention heatmap of sampled test customers);
+  curves, ROC / PR, calibration, reliability before / after calibration, attention heatmap of sampled test
+  customers), ``calibration.json`` (the fitted calibration and operating points, as in the model bundle);
 * the model: an MLflow pyfunc (:mod:`journey_model.tracking.pyfunc`) that scores raw events, with signature
   and input example, registered as ``journey-<dataset>-<task>`` (:mod:`journey_model.tracking.registry`).
 
@@ -46,6 +47,7 @@ from mlflow.tracking import MlflowClient
 from journey_model.data.preprocessing import Preprocessor
 from journey_model.inference.scorer import Scorer
 from journey_model.models.base import JourneyModel
+from journey_model.models.calibration import CALIBRATION_FILE, expected_calibration_error, reliability_curve
 from journey_model.tracking import plots
 from journey_model.tracking.pyfunc import input_example_events, log_journey_model
 from journey_model.tracking.registry import RUN_TAG_PREFIX, register_run_model
@@ -264,12 +266,18 @@ class RunTracker:
         summary.update(train_seconds=result.seconds, parameters=float(result.parameters), epochs=float(result.epochs))
         mlflow.log_metrics(summary)
         mlflow.log_dict(result.test_metrics, "test_metrics.json")
+        if result.calibration is not None:
+            # After Lightning logged the raw test metrics: test/ece/… now describe the calibrated scores.
+            added = ("/ece/", "/ece_raw/", "/logloss/", "/logloss_raw/", "/op_", "/lift10/")
+            mlflow.log_metrics({k: v for k, v in result.test_metrics.items()
+                                if any(part in k for part in added) and np.isfinite(v)})
+            mlflow.log_dict(result.calibration.to_json(), CALIBRATION_FILE)
         if result.validation_value is not None:
             mlflow.set_tags({RUN_TAG_PREFIX + "validation_metric": result.validation_metric,
                              RUN_TAG_PREFIX + "validation_mode": self.config.monitor_mode,
                              RUN_TAG_PREFIX + "validation_value": repr(result.validation_value)})
         model = copy.deepcopy(module.model).cpu().float().eval()
-        scorer = Scorer(model, data.preprocessor)
+        scorer = Scorer(model, data.preprocessor, calibration=result.calibration)
         if self.config.plots:
             self._log_plots(result, module, data, scorer)
         result.run_id = self.run_id
@@ -291,11 +299,27 @@ class RunTracker:
                 plots.plot_learning_curves(result.history, folder / "learning_curves.png"),
                 plots.plot_roc_pr(module.test_curves, folder / "roc_pr.png"),
                 plots.plot_calibration(module.test_curves, folder / "calibration.png"),
+                self._reliability_plot(result, module, data, folder / "reliability_before_after.png"),
                 self._attention_plot(data, scorer, folder / "attention.png"),
             ]
             for path in drawn:
                 if path is not None:
                     mlflow.log_artifact(str(path), "plots")
+
+    def _reliability_plot(self, result: TrainResult, module: JourneyModule, data: JourneyDataModule,
+                          path: Path) -> Path | None:
+        """Test-split reliability of the raw and the calibrated probabilities (per-bin aggregates only)."""
+        test = module.outcome_predictions.get("test")
+        if result.calibration is None or test is None:
+            return None
+        probabilities = torch.sigmoid(torch.as_tensor(test[0]).float()).double().numpy()
+        curves, ece = {}, {}
+        for j, name in enumerate(data.preprocessor.outcome_names):
+            raw, labels = probabilities[:, j], test[1][:, j]
+            calibrated = result.calibration.apply(name, raw)
+            curves[name] = (reliability_curve(raw, labels), reliability_curve(calibrated, labels))
+            ece[name] = (expected_calibration_error(raw, labels), expected_calibration_error(calibrated, labels))
+        return plots.plot_reliability_before_after(curves, ece, path)
 
     def _attention_plot(self, data: JourneyDataModule, scorer: Scorer, path: Path) -> Path | None:
         """Attention of a few test customers drawn with the run's seed (positives first, when outcomes exist)."""

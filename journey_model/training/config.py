@@ -39,6 +39,7 @@ from journey_model.core.settings import ConfigError, Settings, check_choice, key
 
 LR_SCHEDULES = ("model", "constant", "cosine", "linear")
 MONITOR_MODES = ("min", "max")
+CALIBRATION_METHODS = ("auto", "platt", "isotonic", "none")  # journey_model.models.calibration.METHODS
 
 
 # lightning.Trainer arguments that Journey sets itself, and the Journey option that sets each.
@@ -117,9 +118,17 @@ class TaskConfig:
     monitor: str = option("val/loss", "validation metric for early stopping, the best checkpoint and promotion")
     monitor_mode: str = option("min", "whether the monitor improves downwards (min) or upwards (max)",
                                choices=MONITOR_MODES)
+    calibration: str = option(
+        "auto", "calibration of outcome probabilities, fitted on the validation split: auto (Platt, isotonic or "
+        "none, whichever has the lower cross-fitted log-loss), platt, isotonic or none", choices=CALIBRATION_METHODS)
+    operating_policy: str = option(
+        "capacity:10%", "where flag_<outcome> cuts, chosen on validation: capacity:N% (flag the top N %), "
+        "precision:P (lowest threshold with that precision), cost:C (a missed positive costs C false alarms), "
+        "or none (no flags)")
 
     def check_task(self) -> None:
         check_choice("task", "monitor_mode", self.monitor_mode, MONITOR_MODES)
+        check_choice("task", "calibration", self.calibration, CALIBRATION_METHODS)
         if not self.monitor.startswith("val/"):
             raise ConfigError(f"task.monitor = {self.monitor!r}; expected a validation metric such as val/loss")
 

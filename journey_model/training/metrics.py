@@ -417,6 +417,10 @@ class OutcomeMetrics(Metric):
         self.scores.append(scores_t)
         self.targets.append(targets_t)
 
+    def pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every (scores, targets) row seen since the last reset, ``(N, n_outcomes)`` float64 each."""
+        return self._all_pairs()
+
     def _all_pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
         if isinstance(self.scores, list) and not self.scores:
             empty = torch.empty((0, len(self.outcome_names)), dtype=torch.float64, device=self.device)

@@ -109,6 +109,9 @@ class JourneyModule(L.LightningModule):
         self._negative_generator = torch.Generator().manual_seed(seed)
         self.tracking_run_id: str | None = None  # set by train() when the run is recorded in MLflow
         self.test_curves: dict[str, OutcomeCurves] = {}  # ROC / PR / calibration data of the last test epoch
+        # (logits, targets) of the last validation / test epoch, gathered over processes: calibration is fitted
+        # on the restored best model's validation predictions and measured on its test predictions
+        self.outcome_predictions: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._epoch_started = 0.0
         self._train_seconds = 0.0  # time spent in this epoch's training batches so far
         self._seen = {"sequences": 0, "events": 0}
@@ -277,9 +280,12 @@ class JourneyModule(L.LightningModule):
                 continue
             values = {k: v for k, v in metric.compute().items() if not math.isnan(v)}  # gathered across processes
             self.log_dict(prefix_metric_keys(values, stage), sync_dist=False)
-            if stage == "test" and isinstance(metric, OutcomeMetrics):
+            if isinstance(metric, OutcomeMetrics):
                 with metric.sync_context(should_sync=self._distributed):
-                    self.test_curves = metric.curves()
+                    if stage == "test":
+                        self.test_curves = metric.curves()
+                    scores, targets = metric.pairs()
+                    self.outcome_predictions[stage] = (scores.cpu().numpy(), targets.cpu().numpy())
             metric.reset()
 
     def on_validation_epoch_end(self) -> None:

@@ -36,9 +36,11 @@ from journey_model.core.files import write_json_atomic
 from journey_model.data.preprocessing import Preprocessor
 from journey_model.models import build_model
 from journey_model.models.base import JourneyModel
+from journey_model.models.calibration import Calibration, CalibrationError, OperatingPolicy, fit_calibration
 from journey_model.models.tasks import parse_task
 from journey_model.training.config import ConfigError, TrainConfig, check_trainer_options
 from journey_model.training.datamodule import JourneyDataModule
+from journey_model.training.metrics import prefix_metric_keys
 from journey_model.training.module import CHECKPOINT_RUN_KEY, EpochHistory, JourneyModule
 from journey_model.training.recipes import TrainingRecipe, resolve_recipe, split_overrides
 
@@ -88,10 +90,19 @@ class TrainResult:
     global_rank: int = 0  # 0 on the process that reports; DDP workers return results too
     history: list[dict[str, float]] = field(default_factory=list, repr=False)  # learning curves per epoch
     module: JourneyModule | None = field(default=None, repr=False)
+    # fitted on validation (None: no outcome task, or calibration = none with operating_policy = none);
+    # the Scorer bundle of this model carries it as calibration.json
+    calibration: Calibration | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
+        calibration = self.calibration
+        self.calibration = None  # asdict would copy its arrays field by field
+        try:
+            data = asdict(self)
+        finally:
+            self.calibration = calibration
         data.pop("module")
+        data["calibration"] = calibration.to_json() if calibration is not None else None
         return data
 
 
@@ -159,6 +170,46 @@ def _clear_checkpoints(run_dir: Path) -> None:
         stale.unlink()
 
 
+def operating_policy(config: TrainConfig) -> OperatingPolicy | None:
+    """``config.operating_policy`` parsed (None for ``none``); a :class:`ConfigError` names the field."""
+    if config.operating_policy.strip().lower() == "none":
+        return None
+    try:
+        return OperatingPolicy.parse(config.operating_policy)
+    except CalibrationError as error:
+        raise ConfigError(f"task.operating_policy = {config.operating_policy!r}: {error}") from error
+
+
+def calibrate(config: TrainConfig, module: JourneyModule, outcome_names: Sequence[str],
+              policy: OperatingPolicy | None) -> tuple[Calibration | None, dict[str, float], dict[str, float]]:
+    """Calibration and operating points fitted on the validation predictions of ``module`` as it is now (the
+    restored best model), with its test-split metrics (``test/ece/…``, ``test/op_precision/…``) and the
+    operating points' validation figures (``val/op_precision/…``).
+
+    ``test/ece/<outcome>`` and ``test/logloss/<outcome>`` then describe the calibrated scores the model's
+    bundle outputs; the raw model's are kept as ``test/ece_raw/…`` and ``test/logloss_raw/…``.
+    """
+    validation = module.outcome_predictions.get("val")
+    if validation is None or not outcome_names or (config.calibration == "none" and policy is None):
+        return None, {}, {}
+    logits, labels = validation
+    calibration = fit_calibration(logits, labels, outcome_names, method=config.calibration, policy=policy,
+                                  from_logits=True, seed=config.seed)
+    val_metrics: dict[str, float] = {}
+    for name, entry in calibration.outcomes.items():
+        point = entry.operating_point
+        if point is not None:
+            val_metrics.update({f"val/op_precision/{name}": point.precision, f"val/op_recall/{name}": point.recall,
+                                f"val/op_flagged/{name}": point.flagged_share,
+                                f"val/lift10/{name}": point.lift_top_decile})
+    test_metrics: dict[str, float] = {}
+    test = module.outcome_predictions.get("test")
+    if test is not None:
+        probabilities = torch.sigmoid(torch.as_tensor(test[0]).float()).double().numpy()  # as the Scorer computes
+        test_metrics = prefix_metric_keys(calibration.evaluate(probabilities, test[1], outcome_names), "test")
+    return calibration, val_metrics, test_metrics
+
+
 def _quiet_validate(trainer: L.Trainer, module: JourneyModule, data: JourneyDataModule) -> dict[str, float]:
     """Validation metrics of ``module`` as it is now, without adding points to the run's learning curves."""
     loggers, trainer.loggers = trainer.loggers, []
@@ -204,6 +255,7 @@ def train(config: TrainConfig, metrics_out: str | Path | None = None, callbacks:
         raise ConfigError("tracking.track is on but no recorder was given: record runs with "
                           "journey_model.tracking.runs.tracked_train (or set track=False)")
     check_trainer_options(config.trainer_options, TRAINER_ARGUMENTS)  # before any data is read
+    policy = operating_policy(config)
     started = time.perf_counter()
     threads = _set_threads(config)
     L.seed_everything(config.seed, workers=True, verbose=False)
@@ -257,13 +309,16 @@ def train(config: TrainConfig, metrics_out: str | Path | None = None, callbacks:
         val_metrics = _quiet_validate(trainer, module, data)
         test = trainer.test(module, datamodule=data, verbose=False)
         test_metrics = {k: float(v) for k, v in (test[0] if test else {}).items()}
+        calibration, calibration_val, calibration_test = calibrate(config, module, model.spec.outcome_names, policy)
+        val_metrics.update(calibration_val)
+        test_metrics.update(calibration_test)
         result = TrainResult(
             model_name=config.model, tasks=task_names, test_metrics=test_metrics, val_metrics=val_metrics,
             best_checkpoint=best, seconds=time.perf_counter() - started,
             parameters=sum(p.numel() for p in model.parameters() if p.requires_grad), epochs=epochs,
             events_per_second=float(throughput) if throughput is not None else None,
             validation_metric=config.monitor, validation_value=val_metrics.get(config.monitor), dataset=dataset,
-            global_rank=trainer.global_rank, history=list(history.epochs), module=module,
+            global_rank=trainer.global_rank, history=list(history.epochs), module=module, calibration=calibration,
         )
         if tracker is not None:
             tracker.log_result(result, module, data)

@@ -78,8 +78,14 @@ def test_a_run_records_config_metrics_plots_preprocessing_and_environment(tracke
                                                          dst_path=str(prepared / "downloaded")))
     for name in ("config.yaml", "test_metrics.json", "preprocessing/preprocessing.json", "preprocessing/manifest.json",
                  "environment/environment.json", "environment/installed-packages.txt", "plots/learning_curves.png",
-                 "plots/roc_pr.png", "plots/calibration.png", "plots/attention.png"):
+                 "plots/roc_pr.png", "plots/calibration.png", "plots/attention.png",
+                 "plots/reliability_before_after.png", "calibration.json"):
         assert (artifacts / name).stat().st_size > 0, name
+    # calibration: fitted on validation, logged as in the bundle, its test figures in the run's metrics
+    assert json.loads((artifacts / "calibration.json").read_text()) == result.calibration.to_json()
+    for key in ("test/ece/churn", "test/ece_raw/churn", "test/op_precision/churn", "test/lift10/churn"):
+        if np.isfinite(result.test_metrics[key]):
+            assert metrics[key] == pytest.approx(result.test_metrics[key]), key
     assert load_config(artifacts / "config.yaml") == config  # the saved config is the resolved config
     assert Preprocessor.load(artifacts / "preprocessing").artifact_hash == preprocessor.artifact_hash
     environment = json.loads((artifacts / "environment" / "environment.json").read_text())
@@ -105,6 +111,9 @@ def test_the_model_is_registered_with_signature_data_hash_and_pinned_torch(track
     assert "torch==2.13.0" in (folder / "requirements.txt").read_text().splitlines()
     assert (folder / "constraints.txt").read_text().strip() == "torch==2.13.0"
     assert (folder / "artifacts" / "bundle" / "model.pt").exists()  # the contract batch scoring relies on
+    assert (folder / "artifacts" / "bundle" / "calibration.json").exists()
+    outputs = [c["name"] for c in model.signature.outputs.to_dict()]
+    assert {"flag_churn", "flag_default", "flag_uptake"} <= set(outputs)
 
 
 def _raw_events(prepared: Path) -> pd.DataFrame:
@@ -143,10 +152,13 @@ def test_the_registered_model_scores_raw_events_in_a_fresh_process(tracked, prep
     # The model brings its own code: the fresh process imported journey_model from the model folder.
     assert "/artifacts/code/journey_model/" in json.loads(done.stdout.strip().splitlines()[-1])["journey_model"]
     fresh = pd.read_json(tmp_path / "scores.json", orient="records")
-    trained = Scorer(result.module.model.cpu(), Preprocessor.load(prepared / "ds")).score_events(events)
+    trained = Scorer(result.module.model.cpu(), Preprocessor.load(prepared / "ds"),
+                     calibration=result.calibration).score_events(events)
     assert list(fresh["customer_id"]) == list(trained["customer_id"]) and len(fresh) == 3
     for column in ("p_churn", "p_default", "p_uptake"):
         np.testing.assert_allclose(fresh[column].to_numpy(), trained[column].to_numpy(), rtol=1e-5)
+        flag = column.replace("p_", "flag_")
+        assert fresh[flag].tolist() == trained[flag].tolist()  # the calibrated model's operating points
     assert pd.Timestamp(fresh["cutoff"][0]) == pd.Timestamp("2024-07-01", tz="UTC")
     # load_scorer resolves registry URIs and bare logged-model ids to the same Scorer; text timestamps (as JSON
     # requests carry them) score like timestamps, text without a zone read as UTC.
@@ -195,6 +207,36 @@ def test_promotion_moves_the_champion_only_when_the_candidate_is_better(tracked,
     with pytest.raises(PromotionError, match="cannot be compared"):
         promote(name, other, client=client)
     assert str(client.get_model_version_by_alias(name, "champion").version) == better
+
+
+def test_promotion_reports_the_operating_points_and_can_decide_on_one(tracked):
+    result, store, _ = tracked
+    client = MlflowClient(store)
+    experiment = client.get_run(result.run_id).info.experiment_id
+    name = "journey-operating-point-test"
+
+    def candidate(loss: float, precision: float, recall: float, lift: float) -> str:
+        version = _candidate(client, experiment, result.model_uri, name, loss)
+        run_id = client.get_model_version(name, version).run_id
+        for key, value in (("op_precision", precision), ("op_recall", recall), ("lift10", lift)):
+            client.log_metric(run_id, f"test/{key}/churn", value)
+        return version
+
+    first = candidate(0.40, 0.50, 0.20, 2.0)
+    assert "churn precision 0.500, recall 0.200, lift10 2.000" in promote(name, client=client).message
+    second = candidate(0.45, 0.70, 0.25, 3.0)
+    decision = promote(name, client=client)  # worse validation loss: kept, but the figures are shown side by side
+    assert not decision.promoted
+    assert "churn precision 0.700 vs 0.500, recall 0.250 vs 0.200, lift10 3.000 vs 2.000" in decision.message
+    assert decision.candidate_operating == {"op_precision/churn": 0.70, "op_recall/churn": 0.25, "lift10/churn": 3.0}
+    assert decision.champion_operating["op_precision/churn"] == 0.50
+    decision = promote(name, second, client=client, by="op_precision/churn")  # decided at the operating point
+    assert decision.promoted and decision.metric == "test/op_precision/churn" and decision.mode == "max"
+    assert str(client.get_model_version_by_alias(name, "champion").version) == second != first
+    with pytest.raises(PromotionError, match="no test/op_precision/default metric"):
+        promote(name, first, client=client, by="op_precision/default")
+    with pytest.raises(PromotionError, match="FIGURE/OUTCOME"):
+        promote(name, first, client=client, by="auc/churn")
 
 
 def test_compare_trains_each_model_under_one_parent_run_and_registers_the_best(prepared, tmp_path, capsys):

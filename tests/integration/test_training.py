@@ -8,11 +8,13 @@ from dataclasses import fields
 import pytest
 import torch
 
+from journey_model.data.prepare import read_split
 from journey_model.data.preprocessing import Preprocessor
 from journey_model.inference.scorer import MODEL_FILE, Scorer
 from journey_model.models import ATRankConfig, build_model, list_models
 from journey_model.models.base import LEGACY_TRAINING_FIELDS
 from journey_model.models.registry import MODELS
+from journey_model.training.config import ConfigError
 from journey_model.training.module import JourneyModule
 from journey_model.training.recipes import (
     RECIPES,
@@ -166,3 +168,33 @@ def test_compare_hands_recipe_fields_to_every_model(prepared, tmp_path, monkeypa
                        model_overrides={"hidden_size": 16, "learning_rate": 0.05, "count_history": False})
     compare.compare_models(["atrank", "bag"], base, progress_print=False)
     assert handed == {"atrank": {"hidden_size": 16, "learning_rate": 0.05}, "bag": {"learning_rate": 0.05}}
+
+
+def test_training_calibrates_the_outcomes_and_the_bundle_carries_it(prepared, tmp_path):
+    with pytest.raises(ConfigError, match="task.operating_policy = 'top:5%'"):
+        train(TrainConfig(data_dir=str(prepared), model="bag", operating_policy="top:5%", output_dir=str(tmp_path)))
+    result = train(TrainConfig(data_dir=str(prepared), model="bag", tasks=["outcome"], max_epochs=1, batch_size=64,
+                               progress=False, output_dir=str(tmp_path), operating_policy="capacity:10%"),
+                   metrics_out=tmp_path / "metrics.json")
+    preprocessor = Preprocessor.load(prepared)
+    names = list(preprocessor.outcome_names)
+    assert set(result.calibration.outcomes) == set(names)
+    for name in names:
+        entry = result.calibration.outcomes[name]
+        assert entry.method in ("identity", "platt", "isotonic") and entry.n > 0
+        assert entry.logloss_after <= entry.logloss_before + 1e-9  # fitted by log-loss on these rows
+        point = entry.operating_point
+        assert point.policy == "capacity:10%" and point.flagged_share == pytest.approx(0.10, abs=0.02)
+        assert result.val_metrics[f"val/op_flagged/{name}"] == point.flagged_share
+        for key in ("ece", "ece_raw", "logloss", "logloss_raw", "op_precision", "op_recall", "lift10"):
+            assert f"test/{key}/{name}" in result.test_metrics
+        assert result.test_metrics[f"test/op_flagged/{name}"] == pytest.approx(0.10, abs=0.05)
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written["calibration"] == json.loads(result.calibration.dumps())
+    # the Scorer's raw probabilities are the ones the calibration was fitted on: on validation its flags
+    # cover the policy's share, and the bundle scores the same after a round trip
+    folder = Scorer(result.module.model, preprocessor, calibration=result.calibration).save(tmp_path / "bundle")
+    scores = Scorer.load(folder).score_rows(read_split(prepared, "val"))
+    for name in names:
+        assert scores[f"flag_{name}"].mean() == pytest.approx(
+            result.calibration.outcomes[name].operating_point.flagged_share, abs=0.01)
