@@ -27,7 +27,7 @@ from mlflow.tracking import MlflowClient
 from journey_model.data.prepare import MANIFEST_FILE, PrepareConfig, prepare
 from journey_model.data.preprocessing import PreprocessingConfig
 from journey_model.data.synth import generate
-from journey_model.inference.batch_scoring import BatchScoringConfig, read_scores, score_batch
+from journey_model.inference.batch_scoring import BatchScoringConfig, ranked, read_scores, score_batch
 from journey_model.tracking.loading import open_model
 from journey_model.tracking.registry import promote
 from journey_model.tracking.store import ui_command
@@ -71,11 +71,13 @@ def batch_score_held_back_month(model_uri: str, events_dir: Path, out_dir: Path,
             os.environ["MLFLOW_TRACKING_URI"] = previous
     print(report.summary(), flush=True)
     scores = read_scores(out_dir).to_pandas()
-    risk_columns = [c for c in scores.columns if c.startswith("p_")]
-    if risk_columns:
-        top = scores.sort_values(risk_columns[0], ascending=False).head(5)
-        print(f"      highest {risk_columns[0]} at {held_back}:")
-        print(top[["customer_id", *risk_columns]].to_string(index=False), flush=True)
+    outcomes = [c[2:] for c in scores.columns if c.startswith("p_") and not c.startswith("p_next_event_")]
+    if outcomes:
+        top = ranked(scores, outcomes[0], top=5)  # eligible customers only: the already-lost have no score
+        shown = ["customer_id", *(f"p_{name}" for name in outcomes)]
+        shown += [c for c in (f"flag_{outcomes[0]}",) if c in top.columns]
+        print(f"      highest p_{outcomes[0]} at {held_back} (eligible customers):")
+        print(top[shown].to_string(index=False), flush=True)
     return out_dir
 
 

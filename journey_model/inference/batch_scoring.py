@@ -50,6 +50,7 @@ from journey_model.core.fingerprint import fingerprint
 from journey_model.core.jobs import ResumableJob
 from journey_model.core.resources import peak_rss_mb
 from journey_model.core.settings import option
+from journey_model.data.eligibility import count_ineligible, ineligible_rule_column, merge_counts
 from journey_model.data.partitioning import event_files, partition_count, spill_by_customer
 from journey_model.data.schema import CUSTOMER_ID, TIMESTAMP, TIMESTAMP_TYPE, conform_table
 from journey_model.data.sequences import CUTOFF, encode_examples, timestamps_to_micros
@@ -126,6 +127,8 @@ class BatchScoringReport:
     peak_rss_mb: float
     engine: str = "local"
     files: list[str] = field(default_factory=list)
+    ineligible: dict[str, dict[str, int]] = field(default_factory=dict)  # outcome -> rule -> customers not scored
+
 
     def summary(self) -> str:
         lines = [
@@ -135,6 +138,10 @@ class BatchScoringReport:
         ]
         if self.skipped_no_history:
             lines.append(f"  skipped {self.skipped_no_history:,} customers with no event before the cut-off")
+        for outcome, rules in self.ineligible.items():
+            reasons = ", ".join(f"{rule} {n:,}" for rule, n in sorted(rules.items()))
+            lines.append(f"  not eligible for {outcome} (no score, a reason instead): {sum(rules.values()):,} "
+                         f"({reasons})")
         if self.events_after_cutoff:
             lines.append(f"  {self.events_after_cutoff:,} events at or after the cut-off were not used")
         if self.resumed_partitions:
@@ -161,14 +168,22 @@ def resolve_cutoff(spec: str, now: datetime | None = None) -> int | None:
     return int(stamp.value // 1000)
 
 
+def _column_type(name: str) -> pa.DataType:
+    if name.startswith(("next_event_", "ineligible_")):
+        return pa.string()
+    if name.startswith("flag_"):
+        return pa.bool_()
+    return pa.float64()
+
+
 def output_schema(scorer: Scorer, top_reasons: int) -> pa.Schema:
     """Columns of the scored parts: customer_id, cutoff, model_name, model_version, n_events, scores, reasons."""
     columns = [pa.field(CUSTOMER_ID, pa.string()), pa.field(CUTOFF, TIMESTAMP_TYPE),
                pa.field("model_name", pa.string()), pa.field("model_version", pa.string()),
                pa.field("n_events", pa.int32())]
     for name in scorer.output_columns[3:]:
-        kind = pa.string() if name.startswith("next_event_") else pa.float64()
-        columns.append(pa.field(name, kind))
+        columns.append(pa.field(name, _column_type(name)))
+    columns += [pa.field(ineligible_rule_column(name), pa.string()) for name in scorer.judged_outcomes]
     if top_reasons:
         columns.append(pa.field("top_reasons", pa.list_(REASON_TYPE)))
     return pa.schema(columns)
@@ -209,7 +224,9 @@ def score_events_table(
         "n_events": pa.array(frame["n_events"].to_numpy().astype(np.int32)),
     }
     for name in scorer.output_columns[3:]:
-        arrays[name] = pa.array(frame[name], schema.field(name).type)
+        arrays[name] = pa.array(frame[name], schema.field(name).type, from_pandas=True)
+    for name in scorer.judged_outcomes:
+        arrays[ineligible_rule_column(name)] = rows.column(ineligible_rule_column(name))
     if top_reasons:
         arrays["top_reasons"] = reasons_column(explanations)
     return pa.Table.from_arrays([arrays[f.name] for f in schema], schema=schema), skipped
@@ -285,6 +302,7 @@ class _LocalJob:
         spill_file = self.work / "spill" / f"part-{partition:05d}.parquet"
         schema = output_schema(self.scorer, self.config.top_reasons)
         written = skipped = 0
+        ineligible: dict[str, dict[str, int]] = {}
         with (atomic_path(self.out / f"part-{partition:05d}.parquet") as temporary,
               pq.ParquetWriter(temporary, schema, compression="zstd") as writer):
             if spill_file.exists():
@@ -293,10 +311,11 @@ class _LocalJob:
                     table, n_skipped = score_events_table(self.scorer, self.identity, chunk, cutoff,
                                                           self.config.top_reasons)
                     writer.write_table(table)
+                    merge_counts(ineligible, count_ineligible(table, self.scorer.judged_outcomes))
                     written += table.num_rows
                     skipped += n_skipped
                     bar.update(table.num_rows + n_skipped)
-        counts = {"customers": written, "skipped_no_history": skipped}
+        counts = {"customers": written, "skipped_no_history": skipped, "ineligible": ineligible}
         self.output.mark_done(partition, counts)
         return counts
 
@@ -345,6 +364,7 @@ def _score_local(config: BatchScoringConfig, overwrite: bool, opener: ModelOpene
         state = job.spill(state)
     cutoff = state["cutoff_micros"]
     customers = skipped = resumed = 0
+    ineligible: dict[str, dict[str, int]] = {}
     bar = tqdm(unit="customer", unit_scale=True, desc="score", disable=not config.progress)
     try:
         for partition in range(state["partitions"]):
@@ -355,6 +375,7 @@ def _score_local(config: BatchScoringConfig, overwrite: bool, opener: ModelOpene
                 counts = job.score_partition(partition, cutoff, bar)
             customers += counts["customers"]
             skipped += counts["skipped_no_history"]
+            merge_counts(ineligible, counts.get("ineligible", {}))
     finally:
         bar.close()
     seconds = time.perf_counter() - started
@@ -364,11 +385,28 @@ def _score_local(config: BatchScoringConfig, overwrite: bool, opener: ModelOpene
         customers=customers, skipped_no_history=skipped, events=state["events"],
         events_after_cutoff=state["events_after_cutoff"], partitions=state["partitions"], resumed_partitions=resumed,
         seconds=seconds, customers_per_second=customers / seconds if seconds else 0.0, peak_rss_mb=peak_rss_mb(),
-        files=[f"part-{p:05d}.parquet" for p in range(state["partitions"])],
+        files=[f"part-{p:05d}.parquet" for p in range(state["partitions"])], ineligible=ineligible,
     )
     job.output.finish({**asdict(report), "config": asdict(config), "model_uri": identity.uri,
-                       "artifact_hash": identity.artifact_hash})
+                       "artifact_hash": identity.artifact_hash,
+                       "operating_points": scorer.describe().get("calibration")})
     return report
+
+
+def ranked(scores: pa.Table | pd.DataFrame, outcome: str, top: int | None = None) -> pd.DataFrame:
+    """The eligible customers of scoring output, highest ``p_<outcome>`` first: what a team works down.
+
+    Customers outside the outcome's population have no score (and a reason in ``ineligible_<outcome>``); they
+    never appear in a ranked list.
+    """
+    frame = scores.to_pandas() if isinstance(scores, pa.Table) else scores
+    column = f"p_{outcome}"
+    if column not in frame.columns:
+        raise BatchScoringError(f"scores have no {column!r}; outcomes scored: "
+                                f"{sorted(c[2:] for c in frame.columns if c.startswith('p_') and '_next_' not in c)}")
+    eligible = frame[frame[column].notna()]
+    ordered = eligible.sort_values([column, CUSTOMER_ID], ascending=[False, True], kind="stable")
+    return (ordered.head(top) if top is not None else ordered).reset_index(drop=True)
 
 
 def read_scores(out_dir: str | Path) -> pa.Table:
@@ -479,7 +517,13 @@ def score_spark(config: BatchScoringConfig, *, overwrite: bool = False, spark: A
     scored.write.mode("overwrite").parquet(config.out_dir)
     shutil.rmtree(staging, ignore_errors=True)
 
-    customers = spark.read.parquet(config.out_dir).count()  # from the parts' footers
+    written = spark.read.parquet(config.out_dir)
+    customers = written.count()  # from the parts' footers
+    ineligible: dict[str, dict[str, int]] = {}
+    for outcome in scorer.judged_outcomes:
+        column = ineligible_rule_column(outcome)
+        for row in written.where(F.col(column).isNotNull()).groupBy(column).count().collect():
+            ineligible.setdefault(outcome, {})[row[column]] = int(row["count"])
     seconds = time.perf_counter() - started
     report = BatchScoringReport(
         out_dir=config.out_dir, model_name=identity.name, model_version=identity.version,
@@ -487,11 +531,13 @@ def score_spark(config: BatchScoringConfig, *, overwrite: bool = False, spark: A
         customers=customers, skipped_no_history=all_customers - customers, events=total_events,
         events_after_cutoff=after, partitions=buckets, resumed_partitions=0, seconds=seconds,
         customers_per_second=customers / seconds if seconds else 0.0, peak_rss_mb=peak_rss_mb(), engine="spark",
+        ineligible=ineligible,
     )
     if out is not None:
-        write_json_atomic(out / MANIFEST_FILE, {**asdict(report), "config": asdict(config), "model_uri": identity.uri})
+        write_json_atomic(out / MANIFEST_FILE, {**asdict(report), "config": asdict(config), "model_uri": identity.uri,
+                                                "operating_points": scorer.describe().get("calibration")})
     return report
 
 
-__all__ = ["BatchScoringConfig", "BatchScoringError", "BatchScoringReport", "ScoringError", "read_scores",
+__all__ = ["BatchScoringConfig", "BatchScoringError", "BatchScoringReport", "ScoringError", "ranked", "read_scores",
            "resolve_cutoff", "score_batch", "score_events_table", "score_spark"]

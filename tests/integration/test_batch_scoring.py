@@ -23,6 +23,7 @@ from journey_model.inference.batch_scoring import (
     MANIFEST_FILE,
     BatchScoringConfig,
     BatchScoringError,
+    ranked,
     read_scores,
     score_batch,
 )
@@ -55,7 +56,7 @@ def tiny_model(root: Path) -> TinyModel:
                           label_horizon_days=30), progress=False)
     result = train(TrainConfig(data_dir=str(model.prepared), model="atrank", max_epochs=1, limit_train_batches=3,
                                progress=False, output_dir=str(root / "runs"), model_overrides=TINY_ATRANK))
-    Scorer(result.module.model, Preprocessor.load(model.prepared)).save(model.bundle)
+    Scorer(result.module.model, Preprocessor.load(model.prepared), calibration=result.calibration).save(model.bundle)
     return model
 
 
@@ -88,7 +89,9 @@ def assert_same_scores(scored: pd.DataFrame, reference: pd.DataFrame, tolerance:
     assert scored.index.is_unique
     assert list(scored.index) == list(reference.index)
     for column in [c for c in reference.columns if c.startswith("p_")]:
-        assert np.abs(scored[column].to_numpy() - reference[column].to_numpy()).max() <= tolerance, column
+        mine, theirs = scored[column].to_numpy(dtype=float), reference[column].to_numpy(dtype=float)
+        assert (np.isnan(mine) == np.isnan(theirs)).all(), f"{column}: not the same customers are eligible"
+        assert np.nan_to_num(np.abs(mine - theirs), nan=0.0).max() <= tolerance, column
     assert (scored["next_event_1"].to_numpy() == reference["next_event_1"].to_numpy()).all()
     assert (scored["n_events"].to_numpy() == reference["n_events"].to_numpy()).all()
 
@@ -122,6 +125,36 @@ def test_every_customer_is_scored_once_with_the_scorers_scores_and_reasons(model
             assert 1 <= len(weights) <= 3 and weights == sorted(weights, reverse=True) and sum(weights) <= 1 + 1e-5
     manifest = json.loads((out / MANIFEST_FILE).read_text())
     assert manifest["customers"] == report.customers and manifest["model_version"] == identity.version
+
+
+def test_ineligible_customers_get_a_reason_instead_of_a_score_and_never_reach_a_ranked_list(model, tmp_path):
+    held_back = "2024-12-01"  # after every labelled month: some customers closed their accounts or defaulted
+    report = score_batch(config(model, tmp_path / "scores", cutoff=held_back, top_reasons=0))
+    scored = read_scores(tmp_path / "scores").to_pandas()
+    events = events_frame(model)
+    before = events[events["ts"] < pd.Timestamp(held_back, tz="UTC")]
+    closed = set(before.loc[before["event_type"] == "account_close", "customer_id"])
+    defaulted = set(before.loc[before["event_type"] == "default_notice", "customer_id"]) - closed
+    assert len(closed) >= 3 and len(defaulted) >= 1
+
+    by_id = scored.set_index("customer_id")
+    assert set(by_id.index[by_id["p_churn"].isna()]) == closed  # exactly the closed accounts lose the churn score
+    assert set(by_id.index[by_id["ineligible_rule_default"] == "already_defaulted"]) == defaulted
+    assert by_id.loc[sorted(closed), "ineligible_churn"].str.match(r"account closed on \d{4}-\d{2}-\d{2}$").all()
+    assert by_id.loc[by_id["p_churn"].notna(), "ineligible_churn"].isna().all()
+    assert report.ineligible["churn"] == {"account_closed": len(closed)}
+    assert report.ineligible["default"] == {"account_closed": len(closed), "already_defaulted": len(defaulted)}
+    manifest = json.loads((tmp_path / "scores" / MANIFEST_FILE).read_text())
+    assert manifest["ineligible"] == report.ineligible
+    threshold = manifest["operating_points"]["churn"]["threshold"]
+    assert manifest["operating_points"]["churn"]["policy"] == "capacity:10%"
+    assert not by_id.loc[sorted(closed), "flag_churn"].any()  # no score, never flagged
+    eligible = by_id[by_id["p_churn"].notna()]
+    assert (eligible["flag_churn"] == (eligible["p_churn"] >= threshold)).all()
+
+    top = ranked(scored, "churn")
+    assert len(top) == len(scored) - len(closed) and not set(top["customer_id"]) & closed
+    assert top["p_churn"].is_monotonic_decreasing
 
 
 def test_last_event_cutoff_scores_like_the_scorer_default(model, tmp_path):

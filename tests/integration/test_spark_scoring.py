@@ -17,7 +17,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from test_batch_scoring import CUTOFF, TinyModel, events_frame, reference_scores, tiny_model
+from test_batch_scoring import TinyModel, events_frame, reference_scores, tiny_model
 
 from journey_model.inference.batch_scoring import BatchScoringConfig, read_scores, score_batch
 from journey_model.inference.scorer import Scorer
@@ -26,6 +26,7 @@ from journey_model.tracking.loading import open_model
 pyspark = pytest.importorskip("pyspark")
 
 REGISTERED = "journey-tests-all"
+HELD_BACK = "2024-12-01"  # after every labelled month: some customers closed their accounts before it
 TOLERANCE = 1e-5
 
 
@@ -84,20 +85,26 @@ def assert_same(a: pd.DataFrame, b: pd.DataFrame, what: str) -> None:
     compared = [c for c in b.columns if c.startswith("p_") and c in a.columns]
     assert {"p_churn", "p_default", "p_uptake", "p_next_event_1"} <= set(compared), what
     for column in compared:
-        difference = np.abs(a[column].to_numpy(dtype=float) - b[column].to_numpy(dtype=float)).max()
+        mine, theirs = a[column].to_numpy(dtype=float), b[column].to_numpy(dtype=float)
+        # an ineligible customer has no score (NaN) on every path, and the same customers are ineligible
+        assert (np.isnan(mine) == np.isnan(theirs)).all(), (what, column, "eligibility differs")
+        difference = np.nan_to_num(np.abs(mine - theirs), nan=0.0).max()
         assert difference <= TOLERANCE, (what, column, difference)
     assert (a["next_event_1"].to_numpy() == b["next_event_1"].to_numpy()).all(), what
+    for column in [c for c in b.columns if c.startswith("ineligible_") and c in a.columns]:
+        assert (a[column].fillna("").to_numpy() == b[column].fillna("").to_numpy()).all(), (what, column)
 
 
 def test_spark_engine_writes_the_local_engines_scores_and_reasons(model, spark, tmp_path):
-    local = score_batch(BatchScoringConfig(model=str(model.bundle), events_dir=str(model.synth), cutoff=CUTOFF,
+    local = score_batch(BatchScoringConfig(model=str(model.bundle), events_dir=str(model.synth), cutoff=HELD_BACK,
                                            out_dir=str(tmp_path / "local"), progress=False))
-    on_spark = score_batch(BatchScoringConfig(model=str(model.bundle), events_dir=str(model.synth), cutoff=CUTOFF,
+    on_spark = score_batch(BatchScoringConfig(model=str(model.bundle), events_dir=str(model.synth), cutoff=HELD_BACK,
                                               out_dir=str(tmp_path / "spark"), engine="spark",
                                               events_per_partition=10_000, progress=False))
     assert on_spark.engine == "spark" and on_spark.partitions >= 5
     assert (on_spark.customers, on_spark.skipped_no_history, on_spark.events_after_cutoff) == (
         local.customers, local.skipped_no_history, local.events_after_cutoff)
+    assert on_spark.ineligible == local.ineligible and local.ineligible["churn"]["account_closed"] >= 3
     assert (tmp_path / "spark" / "_SUCCESS").exists()
     a = read_scores(tmp_path / "local").to_pandas()
     b = read_scores(tmp_path / "spark").to_pandas()
@@ -114,15 +121,17 @@ def test_api_batch_spark_and_mlflow_pyfunc_give_the_same_scores(model, spark, ch
     monkeypatch.setenv("BENTOML_DO_NOT_TRACK", "True")
     monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml_home"))
     events = events_frame(model)
-    moment = pd.Timestamp(CUTOFF, tz="UTC")
+    moment = pd.Timestamp(HELD_BACK, tz="UTC")
     before = events[events["ts"] < moment].copy()
     before["cutoff"] = moment
-    expected = reference_scores(model, CUTOFF).reset_index()
+    expected = reference_scores(model, HELD_BACK).reset_index()
+    closed = expected["ineligible_churn"].notna()
+    assert closed.sum() >= 3 and expected.loc[closed, "p_churn"].isna().all()  # the parity covers eligibility
 
     # 1. local batch scoring and 2. Spark scoring, both loading models:/NAME@champion
     paths = {}
     for engine in ("local", "spark"):
-        report = score_batch(BatchScoringConfig(model=champion, events_dir=str(model.synth), cutoff=CUTOFF,
+        report = score_batch(BatchScoringConfig(model=champion, events_dir=str(model.synth), cutoff=HELD_BACK,
                                                 out_dir=str(tmp_path / engine), engine=engine, top_reasons=0,
                                                 progress=False), opener=open_model)
         assert (report.model_name, report.model_version) == (REGISTERED, "1")
@@ -136,7 +145,7 @@ def test_api_batch_spark_and_mlflow_pyfunc_give_the_same_scores(model, spark, ch
     # 4. the pyfunc model on Spark executors, over customer-grouped events (applyInPandas)
     local_copy = mlflow.artifacts.download_artifacts(artifact_uri=champion, dst_path=str(tmp_path / "pyfunc"))
 
-    columns = ["customer_id", "p_churn", "p_default", "p_uptake", "next_event_1", "p_next_event_1"]
+    columns = ["customer_id", "p_churn", "p_default", "p_uptake", "next_event_1", "p_next_event_1", "ineligible_churn"]
 
     def predict_group(frame: pd.DataFrame) -> pd.DataFrame:  # one bucket of whole customers, on an executor
         import mlflow.pyfunc as executor_pyfunc
@@ -149,7 +158,8 @@ def test_api_batch_spark_and_mlflow_pyfunc_give_the_same_scores(model, spark, ch
                .withColumn("cutoff", F.lit(moment.to_pydatetime()))
                .groupBy(F.pmod(F.xxhash64("customer_id"), F.lit(4)))
                .applyInPandas(predict_group, "customer_id string, p_churn double, p_default double, "
-                                             "p_uptake double, next_event_1 string, p_next_event_1 double"))
+                                             "p_uptake double, next_event_1 string, p_next_event_1 double, "
+                                             "ineligible_churn string"))
     assert_same(grouped.toPandas(), expected, "pyfunc on Spark")
 
     # 5. the online API's service, serving models:/NAME@champion (over HTTP in test_serving.py; BentoML's
@@ -157,7 +167,7 @@ def test_api_batch_spark_and_mlflow_pyfunc_give_the_same_scores(model, spark, ch
     from serving.schemas import CustomerEvents
     from serving.service import JourneyService
 
-    customers = list(expected["customer_id"][:40])
+    customers = list(expected["customer_id"][:40]) + list(expected.loc[closed, "customer_id"][:3])
     requests = [CustomerEvents.model_validate({
         "customer_id": c, "cutoff": moment.isoformat(),
         "events": [{k: (v.isoformat() if k == "ts" else v) for k, v in row.items() if v is not None and v == v}
@@ -171,5 +181,9 @@ def test_api_batch_spark_and_mlflow_pyfunc_give_the_same_scores(model, spark, ch
     assert (metadata.name, metadata.version, metadata.alias) == (REGISTERED, "1", "champion")
     api = pd.DataFrame([{"customer_id": a.customer_id, "next_event_1": a.next_events[0].event_type,
                          "p_next_event_1": a.next_events[0].probability,
-                         **{f"p_{k}": v for k, v in a.scores.items()}} for a in answers])
-    assert_same(api, expected[expected["customer_id"].isin(customers)], "API")
+                         **{f"p_{k}": a.scores.get(k, np.nan) for k in ("churn", "default", "uptake")},
+                         **{f"ineligible_{k}": a.ineligible[k].reason if k in a.ineligible else None
+                            for k in ("churn", "default", "uptake")}} for a in answers])
+    asked = expected[expected["customer_id"].isin(customers)]
+    assert asked["ineligible_churn"].notna().any(), "the API's customers include an ineligible one"
+    assert_same(api, asked, "API")
