@@ -146,7 +146,7 @@ def _run_promote(args: argparse.Namespace, config: PromoteConfig) -> int:
     name = config.name or registered_model_name(config.dataset, config.task)
     quiet_mlflow_output()
     uri = resolve_tracking_uri(config.tracking_uri)
-    decision = promote(name, config.version, alias=config.alias, client=MlflowClient(uri, registry_uri=uri))
+    decision = promote(name, config.version, alias=config.alias, client=MlflowClient(uri, registry_uri=uri), by=config.by)
     print(decision.message)
     return 0
 

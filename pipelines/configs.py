@@ -49,10 +49,16 @@ class PromoteConfig:
     task: str | None = option(None, "task label, e.g. outcome or next_event+next_item, with --dataset")
     version: str | None = option(None, "candidate version; none = the newest")
     alias: str = option("champion", "alias to move")
+    by: str | None = option(
+        None, "decide by an operating-point figure of the test split instead of the validation metric, e.g. "
+        "op_precision/churn, op_recall/churn or lift10/churn (higher is better); none = the validation metric",
+        metavar="FIGURE/OUTCOME")
     tracking_uri: str | None = option(
         None, "MLflow tracking URI; none = $MLFLOW_TRACKING_URI, else sqlite:///work/mlflow.db")
 
     def __post_init__(self) -> None:
+        if self.by is not None and not self.by.startswith(("op_precision/", "op_recall/", "lift10/")):
+            raise ConfigError(f"--by {self.by!r}: expected op_precision/OUTCOME, op_recall/OUTCOME or lift10/OUTCOME")
         if not self.name and not (self.dataset and self.task):
             raise ConfigError("give --name, or --dataset and --task")
 
