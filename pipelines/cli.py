@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,28 @@ from journey_model.training.config import TRAIN_SETTINGS, TrainConfig
 from pipelines.configs import COMPARE_SECTIONS, CompareConfig, DemoConfig, ModelsConfig, PromoteConfig
 from serving.config import SETTINGS as SERVING_SETTINGS
 from serving.config import ServingConfig
+
+DEBUG_ENV = "JOURNEY_DEBUG"  # set to 1: errors end with their traceback, like --debug
+TERMINATED_EXIT = 143  # 128 + SIGTERM, what a shell reports for a process SIGTERM ended
+
+
+class Terminated(SystemExit):
+    """Raised in the main thread by SIGTERM: unwinds like Ctrl-C, so MLflow runs end KILLED and partial outputs
+    are cleaned up, then `journey` exits 143 saying what was interrupted. (Lightning keeps this handler: it
+    calls it after its own, which only sets ``trainer.received_sigterm``.)"""
+
+    def __init__(self) -> None:
+        super().__init__(TERMINATED_EXIT)
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough: let the cleanup run
+    raise Terminated()
+
+
+def _interruption_line(command: str, error: BaseException, what: str) -> str:
+    notes = [note for note in getattr(error, "__notes__", []) if note]
+    return f"journey {command}: {what}" + (": " + "; ".join(notes) if notes else "")
 
 # ------------------------------------------------------------------------------------------ settings
 # Configs that live beside torch-importing code are imported only when their subcommand runs.
@@ -57,6 +81,12 @@ def _score_settings() -> Settings:
     return Settings(BatchScoringConfig)
 
 
+def _dashboard_settings() -> Settings:
+    from dashboard.config import SETTINGS
+
+    return SETTINGS
+
+
 def _quiet_lightning(args: argparse.Namespace) -> None:
     """Lightning's import sets its loggers back to INFO (with a handler of its own): quiet them again."""
     if not getattr(args, "verbose", False):
@@ -80,7 +110,8 @@ def _run_ingest(args: argparse.Namespace, config: Any) -> int:
     from journey_model.data.ingest import ingest
 
     report = ingest(config.inputs, config.mapping, config.out_dir, strict=config.strict, chunk_rows=config.chunk_rows,
-                    progress=not args.quiet)
+                    progress=not args.quiet, max_reject_rate=config.max_reject_rate,
+                    pseudonymise=config.pseudonymise)
     print(report.summary())
     return 0
 
@@ -188,11 +219,18 @@ def _run_serve(args: argparse.Namespace, config: ServingConfig) -> int:
     os.environ.setdefault("MALLOC_MMAP_MAX_", "0")
     os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", "68719476736")
     command = [sys.executable, "-m", "bentoml", "serve", "serving.service:JourneyService",
-               "--host", config.host, "--port", str(config.port)]
+               "--host", config.host, "--port", str(config.port), "--timeout-keep-alive", str(config.keep_alive)]
     if config.timeout is not None:
         command += ["--timeout", str(config.timeout)]
     sys.stdout.flush()
     os.execv(sys.executable, command)  # the server takes this process's PID: stop it with SIGTERM to that PID
+    return 0  # not reached
+
+
+def _run_dashboard(args: argparse.Namespace, config: Any) -> int:
+    from dashboard.launch import exec_dashboard
+
+    exec_dashboard(config)  # the Streamlit server takes this process's PID: stop it with SIGTERM to that PID
     return 0  # not reached
 
 
@@ -286,6 +324,12 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "BentoML's BENTOML_HOST / _PORT / _TIMEOUT) variables, then --config, then the options; the server gets "
         "them as those variables.",
         lambda: SERVING_SETTINGS, _run_serve),
+    "dashboard": Subcommand(
+        "start the analysts' dashboard (Streamlit) over a workdir's scores, events and registry",
+        "Serve the Portfolio, Customer, Models and Stability views (Streamlit, headless) over WORKDIR: batch-scoring "
+        "output (scores*/), the events it scored, the MLflow registry (mlflow.db) and monitoring reports "
+        "(monitoring/*.json). Run `journey demo` first.",
+        _dashboard_settings, _run_dashboard),
 }
 
 
@@ -303,6 +347,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true",
+                        help=f"show the traceback of an error (also {DEBUG_ENV}=1) instead of one line")
     sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
     chosen = None if argv is None else _command_in(argv)
     for name, command in SUBCOMMANDS.items():
@@ -328,6 +374,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    # signal handlers belong to the main thread; the previous one comes back when main returns (tests call it)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) \
+        if threading.current_thread() is threading.main_thread() else None
+    try:
+        return _run(args, parser)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     settings: Settings = args.settings
     try:
         fixed = {"progress": False} if args.quiet and "progress" in settings.fields else {}
@@ -336,11 +393,41 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write(settings.to_yaml(config))
             return 0
         return int(args.func(args, config) or 0)
-    except (ValueError, FileNotFoundError) as error:  # our errors are ValueErrors with a clear message
-        if args.verbose:
+    except KeyboardInterrupt as error:
+        if _debug(args):
             raise
-        print(f"journey {args.command}: error: {error}", file=sys.stderr)
+        print(_interruption_line(args.command, error, "interrupted (Ctrl-C)"), file=sys.stderr)
+        return 130
+    except SystemExit as error:  # ours, or Lightning's SIGTERMException (a SystemExit that would exit 0)
+        if not (isinstance(error, Terminated) or type(error).__name__ == "SIGTERMException"):
+            raise
+        if _debug(args):
+            raise
+        print(_interruption_line(args.command, error, "terminated by SIGTERM"), file=sys.stderr)
+        return TERMINATED_EXIT
+    except Exception as error:  # every failure: one line on stderr and a non-zero exit, never a traceback
+        if _debug(args):
+            raise
+        print(f"journey {args.command}: error: {error_line(error)}", file=sys.stderr)
         return 1
+
+
+def _debug(args: argparse.Namespace) -> bool:
+    return bool(args.debug or args.verbose or os.environ.get(DEBUG_ENV, "").lower() in ("1", "true", "yes"))
+
+
+def error_line(error: BaseException) -> str:
+    """One line saying what went wrong: our errors (ValueErrors with a clear message) as they are; anything
+    else with its kind (``PermissionError: [Errno 13] Permission denied: 'out/x'``), a hint when it is a
+    crash rather than a mistake."""
+    text = " ".join(str(error).split())
+    if isinstance(error, ValueError | FileNotFoundError) and text:
+        return text
+    if isinstance(error, OSError):  # PermissionError, a full disk ...: the message names the path
+        return f"{type(error).__name__}: {text}"
+    if isinstance(error, RecursionError):
+        return f"RecursionError: {text} (input nested too deeply?); run with --debug for the traceback"
+    return f"{type(error).__name__}: {text or 'no message'} (run with --debug for the traceback)"
 
 
 if __name__ == "__main__":

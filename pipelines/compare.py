@@ -175,6 +175,10 @@ def compare_models(models: list[str], base: TrainConfig, progress_print: bool = 
             config = replace(config, model_overrides={k: v for k, v in base.model_overrides.items() if k in accepted})
             try:
                 result = tracked_train(config)
+            except (KeyboardInterrupt, SystemExit) as error:  # SIGTERM, Ctrl-C: stop the comparison, say where
+                done = [row.model for row in comparison.rows if not row.skipped]
+                error.add_note(f"compare stopped while training {name}; finished before: {done or 'none'}")
+                raise
             except Exception as error:  # noqa: BLE001 - becomes a visible row, the others still train
                 log.exception("training %s failed", name)
                 comparison.rows.append(ComparisonRow(name, [], {}, 0.0, 0, 0,

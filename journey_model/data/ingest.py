@@ -24,7 +24,20 @@ Re-runs: an ``out_dir`` that holds a complete ingest is refused (remove it or ch
 partial output of an interrupted run (no report) is removed first — only the names listed above, never
 anything else in the folder.
 
-``strict=True`` raises :class:`IngestError` at the first invalid row instead of rejecting it.
+``strict=True`` raises :class:`IngestError` at the first invalid row instead of rejecting it. Any failure
+while reading removes what the run wrote (and the output folder when the run created it and it is empty).
+
+``max_reject_rate`` (default 0.05): when more than that share of the rows read is rejected, the ingest fails
+with :class:`IngestError` giving the rate and the rejects folder; the rejects stay for a look, the events /
+labels and ``dataset.yaml`` are removed and no report is written, so nothing downstream takes the output for
+a good one. A mapping mistake (wrong timestamp format, delimiter or column) rejects most rows; a real source
+rarely rejects more than a few per cent. ``1.0`` turns the check off.
+
+Pseudonymisation (``pseudonymise=True``, or a mapping that lists ``pseudonymise: [field, ...]``): customer
+ids (and the listed text fields) are written as keyed pseudonyms (:mod:`journey_model.core.pseudonyms`,
+key from ``JOURNEY_PSEUDONYM_KEY``); they are replaced right after reading, before any check, so the
+rejects hold pseudonyms too, and the raw text of malformed rows is redacted. The report records which
+fields were pseudonymised and the key's public tag, never the key.
 """
 
 from __future__ import annotations
@@ -46,12 +59,13 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from journey_model.core.files import StagedFile, atomic_path, remove_stale_temporaries, write_text_atomic
+from journey_model.core.pseudonyms import key_from_env, key_id, pseudonymise
 from journey_model.core.settings import option
 from journey_model.data.mapping import CUTOFF, IngestError, IngestMapping, resolve_mapping
-from journey_model.data.readers import OnBytes, file_format, read_chunks
-from journey_model.data.schema import TIMESTAMP
+from journey_model.data.readers import OnBytes, SourceChunk, file_format, read_chunks
+from journey_model.data.schema import CUSTOMER_ID, TIMESTAMP
 from journey_model.data.transform import ChunkResult, labels_schema, transform_chunk
-from journey_model.data.validation import first_reject_message
+from journey_model.data.validation import clean_strings, first_reject_message
 
 __all__ = ["DATASET_FILE", "EVENTS_DIR", "LABELS_FILE", "REJECTS_DIR", "REPORT_FILE", "IngestConfig", "IngestError",
            "IngestReport", "ingest"]
@@ -122,8 +136,20 @@ class _LabelsWriter:
         self.file.discard()
 
 
-def _prepare_output(out: Path) -> None:
-    """Refuse a folder holding a complete ingest; remove the partial output of an interrupted one."""
+def _remove_outputs(out: Path, folders: tuple[str, ...] = (EVENTS_DIR, REJECTS_DIR)) -> None:
+    """Remove ingest's own outputs from ``out`` (never anything else there)."""
+    for name in folders:
+        if (out / name).is_dir():
+            shutil.rmtree(out / name)
+    for name in (DATASET_FILE, LABELS_FILE):
+        (out / name).unlink(missing_ok=True)
+    remove_stale_temporaries(out)
+
+
+def _prepare_output(out: Path) -> bool:
+    """Refuse a folder holding a complete ingest; remove the partial output of an interrupted one.
+
+    Returns whether the folder was created here (a failed run then removes it again when it is empty)."""
     if out.exists() and not out.is_dir():
         raise IngestError(f"output {out} exists and is not a folder")
     if (out / REPORT_FILE).exists():
@@ -131,14 +157,11 @@ def _prepare_output(out: Path) -> None:
             f"{out} already holds a complete ingest ({REPORT_FILE} is present); remove the folder or choose "
             "another output folder"
         )
-    if out.exists():
-        for name in (EVENTS_DIR, REJECTS_DIR):
-            if (out / name).is_dir():
-                shutil.rmtree(out / name)
-        for name in (DATASET_FILE, LABELS_FILE):
-            (out / name).unlink(missing_ok=True)
-        remove_stale_temporaries(out)
+    created = not out.exists()
+    if not created:
+        _remove_outputs(out)
     out.mkdir(parents=True, exist_ok=True)
+    return created
 
 
 class _Outputs:
@@ -205,6 +228,8 @@ class IngestReport:
     ts_max: str | None = None  # latest written timestamp / cutoff, ISO 8601 UTC
     warnings: list[str] = field(default_factory=list)  # things worth a look that did not stop the ingest
     chunk_rows: int = 0  # rows per chunk / output part
+    pseudonymised: list[str] = field(default_factory=list)  # canonical fields written as keyed pseudonyms
+    pseudonym_key_id: str | None = None  # public tag of the key used (core.pseudonyms.key_id), never the key
     elapsed_s: float = 0.0  # wall-clock seconds
     finished_at: str = ""  # ISO 8601 UTC
 
@@ -241,6 +266,8 @@ class IngestReport:
             lines.append(f"  rejected rows by reason (details in {Path(self.out_dir) / REJECTS_DIR}):")
             for reason, count in sorted(self.rejects_by_reason.items(), key=lambda kv: -kv[1]):
                 lines.append(f"    {reason}: {count:,}, e.g. {self.reject_examples.get(reason, '')}")
+        if self.pseudonymised:
+            lines.append(f"  pseudonymised: {', '.join(self.pseudonymised)} (key {self.pseudonym_key_id})")
         lines += [f"  warning: {warning}" for warning in self.warnings]
         return "\n".join(lines)
 
@@ -314,16 +341,23 @@ class IngestConfig:
                           "ones: berka, berka_loans, taobao (a name picks journey_model/data/mappings/NAME.yaml)")
     out_dir: str = option(help="output folder", flag="--out")
     strict: bool = option(False, "fail on the first invalid row instead of rejecting it")
+    max_reject_rate: float = option(0.05, "fail (non-zero exit, rejects kept in DIR/rejects, no events) when more "
+                                    "than this share of the rows read is rejected: a mapping mistake rejects most "
+                                    "rows, a real source a few per cent at most; 1 = never [share 0..1]")
+    pseudonymise: bool = option(False, "write customer ids (and the mapping's pseudonymise: fields) as keyed "
+                                "HMAC-SHA256 pseudonyms; the key comes from JOURNEY_PSEUDONYM_KEY")
     chunk_rows: int = option(200_000, "rows read per chunk [rows]")
 
 
 class _Run:
     """One ingest in progress: the mapping, what it writes and the totals of the chunks done so far."""
 
-    def __init__(self, spec: IngestMapping, out: Path, chunk_rows: int, strict: bool) -> None:
+    def __init__(self, spec: IngestMapping, out: Path, chunk_rows: int, strict: bool,
+                 pseudonyms: tuple[dict[str, str], bytes] | None = None) -> None:
         self.spec = spec
         self.chunk_rows = chunk_rows
         self.strict = strict
+        self.pseudonyms = pseudonyms  # (source column -> canonical field, key), or None
         self.needed = spec.source_columns()
         self.keys = {column: self.needed[column] for column in spec.key_columns()}
         self.time_field = CUTOFF if spec.kind == "labels" else TIMESTAMP
@@ -344,6 +378,8 @@ class _Run:
         counts = {"read": 0, "written": 0, "rejected": 0}
         for chunk in read_chunks(path, fmt, self.spec.source, self.needed, self.keys, self.chunk_rows, on_bytes,
                                  seen_columns):
+            if self.pseudonyms is not None:
+                chunk = self._pseudonymised(chunk)
             result = transform_chunk(chunk, self.spec, display)
             if self.strict and result.rejects.num_rows:
                 message = first_reject_message(result.rejects)
@@ -360,6 +396,21 @@ class _Run:
             never = sorted(set(self.needed) - seen_columns - set(self.spec.key_columns()))
             if never:
                 self.warnings.append(f"{display}: mapped columns {never} never appear; they are all null")
+
+    def _pseudonymised(self, chunk: SourceChunk) -> SourceChunk:
+        """``chunk`` with the pseudonymised source columns replaced, cleaned as ingest cleans text first (so that
+        " c1" and "c1" get one pseudonym and an empty id stays missing), and malformed rows' text redacted."""
+        assert self.pseudonyms is not None
+        columns, key = self.pseudonyms
+        table = chunk.table
+        for name in columns:
+            if name in table.column_names:
+                cleaned = clean_strings(table.column(name).combine_chunks(),
+                                        frozenset(self.spec.source.null_values), self.spec.source.strip)
+                table = table.set_column(table.column_names.index(name), name, pseudonymise(cleaned, key))
+        malformed = [(row, f"<redacted: pseudonymisation is on; {len(text)} characters>", expected)
+                     for row, text, expected in chunk.malformed]
+        return SourceChunk(table, chunk.rows, malformed)
 
     def _add(self, result: ChunkResult) -> None:
         if result.good.num_rows:
@@ -388,26 +439,57 @@ def _file_progress(bar: tqdm, path: Path) -> OnBytes:
     return on_bytes
 
 
+def _pseudonym_plan(spec: IngestMapping, pseudonymise: bool) -> tuple[list[str], bytes | None]:
+    """The canonical fields to pseudonymise and the key (read, and checked, before anything is written)."""
+    fields = list(spec.pseudonymise)
+    if not (pseudonymise or fields):
+        return [], None
+    if CUSTOMER_ID not in fields:
+        fields.insert(0, CUSTOMER_ID)
+    return fields, key_from_env()
+
+
+def _check_reject_rate(report: IngestReport, out: Path, max_reject_rate: float) -> None:
+    """Fail when too many rows were rejected: keep the rejects, remove what downstream steps would read."""
+    if not report.rows_read or report.rows_rejected <= max_reject_rate * report.rows_read:
+        return
+    _remove_outputs(out, folders=(EVENTS_DIR,))
+    reasons = ", ".join(f"{reason} {count:,}" for reason, count in
+                        sorted(report.rejects_by_reason.items(), key=lambda kv: -kv[1])[:3])
+    rate = report.rows_rejected / report.rows_read
+    raise IngestError(
+        f"{report.rows_rejected:,} of {report.rows_read:,} rows rejected ({rate:.1%}, above --max-reject-rate "
+        f"{max_reject_rate:.1%}; {reasons}); the rejects are in {out / REJECTS_DIR}, no {report.kind} were kept. "
+        "Fix the mapping, or raise --max-reject-rate for a source known to be dirty"
+    )
+
+
 def ingest(inputs: list[str | Path], mapping: str | Path, out_dir: str | Path, *, strict: bool = False,
-           chunk_rows: int = 200_000, progress: bool = True) -> IngestReport:
+           chunk_rows: int = 200_000, progress: bool = True, max_reject_rate: float = 0.05,
+           pseudonymise: bool = False) -> IngestReport:
     """Read ``inputs`` with ``mapping`` (a file or built-in name) and write a canonical folder ``out_dir``.
 
     Streams ``chunk_rows`` rows at a time. Invalid rows go to ``out_dir/rejects`` with their reason, or,
-    with ``strict``, the first one raises :class:`IngestError`. Returns the report also saved as
-    ``out_dir/ingest_report.json`` (written last).
+    with ``strict``, the first one raises :class:`IngestError`; more than ``max_reject_rate`` of the rows
+    rejected raises too. ``pseudonymise`` writes customer ids (and the mapping's ``pseudonymise:`` fields)
+    as keyed pseudonyms. Returns the report also saved as ``out_dir/ingest_report.json`` (written last).
     """
     started = time.perf_counter()
     if chunk_rows < 1:
         raise IngestError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    if not 0.0 <= max_reject_rate <= 1.0:
+        raise IngestError(f"max_reject_rate must be between 0 and 1, got {max_reject_rate}")
     mapping_path = resolve_mapping(mapping)
     spec = IngestMapping.load(mapping_path)
     files = _expand_inputs(inputs)
-    # every file's format is known (or refused) before anything is written
+    # every file's format is known (or refused), and the key read, before anything is written
     formats = {path: file_format(path, spec.source) for path in files}
+    fields, key = _pseudonym_plan(spec, pseudonymise)
     out = Path(out_dir)
-    _prepare_output(out)
+    created = _prepare_output(out)
 
-    run = _Run(spec, out, chunk_rows, strict)
+    pseudonyms = (spec.pseudonymised_columns(fields), key) if key is not None else None
+    run = _Run(spec, out, chunk_rows, strict, pseudonyms)
     bar = tqdm(total=sum(p.stat().st_size for p in files), unit="B", unit_scale=True, desc="ingest",
                disable=not progress, file=sys.stderr)
     completed = False
@@ -420,8 +502,15 @@ def ingest(inputs: list[str | Path], mapping: str | Path, out_dir: str | Path, *
         bar.close()
         if not completed:
             run.outputs.abort()
+            _remove_outputs(out)  # nothing of a failed run stays behind (--strict, a corrupt file, Ctrl-C)
+            if created and not any(out.iterdir()):
+                out.rmdir()
 
     report = _report(run, files, out, str(mapping_path), started)
+    if key is not None:
+        report.pseudonymised = fields
+        report.pseudonym_key_id = key_id(key)
+    _check_reject_rate(report, out, max_reject_rate)
     write_text_atomic(out / REPORT_FILE, json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n")
     return report
 

@@ -116,6 +116,7 @@ class IngestMapping:
     event_type: EventTypeSpec | None = None  # events only
     labels: LabelsSpec | None = None  # labels only
     path: str = "<mapping>"  # where the mapping came from (for messages)
+    pseudonymise: list[str] = field(default_factory=list)  # canonical fields written as keyed pseudonyms
 
     @classmethod
     def load(cls, path: str | Path) -> IngestMapping:
@@ -134,22 +135,33 @@ class IngestMapping:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<mapping>") -> IngestMapping:
         _check_keys(data, {"kind", "description", "dataset", "source", "timestamp", "columns", "event_type",
-                           "labels"}, source)
+                           "labels", "pseudonymise"}, source)
         kind = data.get("kind", "events")
         if kind not in ("events", "labels"):
             raise IngestError(f"{source}: kind {kind!r} is not 'events' or 'labels'")
         source_spec = _build(SourceSpec, data.get("source") or {}, f"{source}: source")
         timestamp = _build(TimestampSpec, data.get("timestamp") or {}, f"{source}: timestamp")
         if kind == "labels":
-            return cls(kind, source_spec, timestamp, labels=_labels_section(data, source), path=source)
+            mapping = cls(kind, source_spec, timestamp, labels=_labels_section(data, source), path=source)
+            mapping.pseudonymise = _pseudonymised_fields(data.get("pseudonymise"), mapping, source)
+            return mapping
         if "labels" in data:
             raise IngestError(f"{source}: a labels section needs kind: labels")
         dataset = _dataset_section(data, source)
         columns_data = dict(data.get("columns") or {})
         event_type_data = _pop_event_type(data, columns_data, source)
         columns = _parse_columns(columns_data, dataset, source)
-        return cls(kind, source_spec, timestamp, dataset=dataset, columns=columns,
-                   event_type=_parse_event_type(event_type_data, source), path=source)
+        mapping = cls(kind, source_spec, timestamp, dataset=dataset, columns=columns,
+                      event_type=_parse_event_type(event_type_data, source), path=source)
+        mapping.pseudonymise = _pseudonymised_fields(data.get("pseudonymise"), mapping, source)
+        return mapping
+
+    def pseudonymised_columns(self, fields: list[str]) -> dict[str, str]:
+        """Source column -> canonical field for each of ``fields`` (the fields to write as pseudonyms)."""
+        if self.kind == "labels":
+            assert self.labels is not None
+            return {self.labels.customer_id: CUSTOMER_ID} if CUSTOMER_ID in fields else {}
+        return {self.columns[name].column: name for name in fields if name in self.columns}
 
     def source_columns(self) -> dict[str, str]:
         """Every source column the mapping reads -> the canonical field it feeds (for messages)."""
@@ -182,6 +194,38 @@ class IngestMapping:
             keys.append(self.event_type.columns[0])
         return keys
 
+
+
+def _pseudonymised_fields(spec: Any, mapping: IngestMapping, source: str) -> list[str]:
+    """The ``pseudonymise:`` list: canonical text fields whose source column feeds nothing else."""
+    if spec is None:
+        return []
+    where = f"{source}: pseudonymise"
+    if not isinstance(spec, list) or not all(isinstance(name, str) for name in spec):
+        raise IngestError(f"{where}: expected a list of canonical field names, e.g. [customer_id, note]")
+    if mapping.kind == "labels":
+        if set(spec) - {CUSTOMER_ID}:
+            raise IngestError(f"{where}: a labels table can pseudonymise customer_id only, got {spec}")
+        return list(spec)
+    assert mapping.dataset is not None and mapping.event_type is not None
+    text_fields = [CUSTOMER_ID, EVENT_ID, *mapping.dataset.categorical_fields]
+    for name in spec:
+        if name not in text_fields:
+            raise IngestError(f"{where}: {name!r} is not a text field of the dataset; pseudonyms replace "
+                              f"text: one of {text_fields}")
+        if name not in mapping.columns:
+            raise IngestError(f"{where}: {name!r} has no source column in columns")
+        column = mapping.columns[name]
+        if column.values is not None:
+            raise IngestError(f"{where}: {name!r} has a value map; a mapped value is not free text")
+        others = [spec_.target for spec_ in mapping.columns.values() if spec_.column == column.column
+                  and spec_.target not in spec]
+        if column.column in mapping.event_type.columns:
+            others.append(EVENT_TYPE)
+        if others:
+            raise IngestError(f"{where}: source column {column.column!r} of {name!r} also feeds {others}, which "
+                              "would keep it in clear")
+    return list(dict.fromkeys(spec))
 
 
 def _check_keys(data: Any, allowed: set[str], where: str) -> None:

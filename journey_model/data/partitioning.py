@@ -8,7 +8,7 @@ partition size, not by the input.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from journey_model.core.files import StagedFile
+from journey_model.core.files import StagedFile, reading
 from journey_model.data.schema import CUSTOMER_ID, DatasetConfig, conform_table
 
 
@@ -47,8 +47,32 @@ def event_files(events_dir: Path) -> list[Path]:
 
 def partition_count(files: list[Path], events_per_partition: int) -> int:
     """How many partitions keep each near ``events_per_partition`` events (from Parquet metadata, no read)."""
-    total_rows = sum(pq.ParquetFile(p).metadata.num_rows for p in files)
-    return max(1, -(-total_rows // events_per_partition))
+    return max(1, -(-total_rows_of(files) // events_per_partition))
+
+
+def total_rows_of(files: list[Path]) -> int:
+    """Rows in all ``files``, from their Parquet footers (an unreadable file is named)."""
+    total = 0
+    for path in files:
+        with reading(path, "read the Parquet footer"):
+            total += pq.ParquetFile(path).metadata.num_rows
+    return total
+
+
+def _conformed_batches(path: Path, dataset: DatasetConfig, batch_rows: int) -> Iterator[pa.Table]:
+    """The batches of one event file in the canonical schema; a corrupt page or a truncated file raises
+    :class:`~journey_model.core.files.FileReadError` naming ``path``."""
+    with reading(path, "read the event file"):
+        parquet = pq.ParquetFile(path)
+        present = [c for c in dataset.arrow_schema().names if c in parquet.schema_arrow.names]
+        batches = parquet.iter_batches(batch_size=batch_rows, columns=present)
+    while True:
+        with reading(path, "read the event file"):
+            batch = next(batches, None)
+            if batch is None:
+                return
+            table = conform_table(pa.Table.from_batches([batch]), dataset, source=str(path))
+        yield table
 
 
 def spill_by_customer(
@@ -60,11 +84,13 @@ def spill_by_customer(
     on_batch: Callable[[pa.Table], None] | None = None,
     progress: bool = True,
     desc: str = "spill",
+    map_batch: Callable[[pa.Table], pa.Table] | None = None,
 ) -> list[int]:
     """Stream ``files`` and write each event to ``spill_dir/part-NNNNN.parquet`` by customer hash.
 
     Every batch is conformed to ``dataset``'s canonical schema (a bad column raises, naming the file) and
-    handed to ``on_batch`` first, for work that reads every event once (statistics, counts). Parts are
+    handed to ``on_batch`` first, for work that reads every event once (statistics, counts); ``map_batch``
+    may replace it before that (batch scoring's ``--pseudonymise`` replaces the customer ids). Parts are
     written under a temporary name and renamed only when the whole input has been read, so a spill folder
     never holds a part that looks complete but is not. Returns the partitions that received events.
     """
@@ -73,14 +99,13 @@ def spill_by_customer(
     writers: dict[int, pq.ParquetWriter] = {}
     staged: dict[int, StagedFile] = {}
     completed = False
-    total_rows = sum(pq.ParquetFile(p).metadata.num_rows for p in files)
+    total_rows = total_rows_of(files)
     bar = tqdm(total=total_rows, unit="ev", unit_scale=True, desc=desc, disable=not progress)
     try:
         for path in files:
-            parquet = pq.ParquetFile(path)
-            present = [c for c in schema.names if c in parquet.schema_arrow.names]
-            for batch in parquet.iter_batches(batch_size=batch_rows, columns=present):
-                table = conform_table(pa.Table.from_batches([batch]), dataset, source=str(path))
+            for table in _conformed_batches(path, dataset, batch_rows):
+                if map_batch is not None:
+                    table = map_batch(table)
                 if on_batch is not None:
                     on_batch(table)
                 part = customer_hash(table.column(CUSTOMER_ID)) % partitions

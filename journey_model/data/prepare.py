@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from journey_model.core.files import atomic_path
+from journey_model.core.files import atomic_path, reading
 from journey_model.core.fingerprint import file_digest, fingerprint
 from journey_model.core.jobs import ResumableJob
 from journey_model.core.resources import peak_rss_mb
@@ -218,7 +218,8 @@ class _Job:
         path = Path(self.config.labels_path) if self.config.labels_path else self.events_dir / "labels.parquet"
         if not path.exists():
             raise PrepareError(f"cutoff strategy 'labels' needs a labels table; {path} does not exist")
-        table = pq.read_table(path)
+        with reading(path, "read the labels table"):
+            table = pq.read_table(path)
         for column in (CUSTOMER_ID, CUTOFF):
             if column not in table.column_names:
                 raise PrepareError(f"{path}: labels table lacks column {column!r}; columns: {table.column_names}")
@@ -279,7 +280,8 @@ class _Job:
     def _time_range_from_metadata(self) -> tuple[int, int]:
         low, high = None, None
         for path in self.files:
-            metadata = pq.ParquetFile(path).metadata
+            with reading(path, "read the Parquet footer"):
+                metadata = pq.ParquetFile(path).metadata
             index = metadata.schema.to_arrow_schema().get_field_index(TIMESTAMP)
             for g in range(metadata.num_row_groups):
                 stats = metadata.row_group(g).column(index).statistics
@@ -437,7 +439,8 @@ class _Job:
     def build_partition(self, preprocessor: Preprocessor, partition: int, partitions: int) -> dict[str, int]:
         before = {name: Counter(getattr(self, name)) for name in COUNTERS}
         spill_file = self.work / "spill" / f"part-{partition:05d}.parquet"
-        events = pq.read_table(spill_file) if spill_file.exists() else self.dataset.arrow_schema().empty_table()
+        with reading(spill_file, "read the spilled events"):
+            events = pq.read_table(spill_file) if spill_file.exists() else self.dataset.arrow_schema().empty_table()
         examples = self.examples_for(events, partition, partitions)
         horizon = {name: (str(spec[0]), float(spec[1])) for name, spec in self.config.horizon_targets.items()}
         rows = encode_examples(preprocessor, events, examples, horizon, self.config.forecast_horizon_days)
@@ -549,7 +552,11 @@ def read_split(out_dir: str | Path, split: str, columns: list[str] | None = None
     files = sorted(folder.glob("part-*.parquet"))
     if not files:
         raise PrepareError(f"{folder}: no parts")
-    return pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
+    tables = []
+    for path in files:
+        with reading(path, "read the prepared split"):
+            tables.append(pq.read_table(path, columns=columns))
+    return pa.concat_tables(tables)
 
 
 __all__ = ["PrepareConfig", "PrepareError", "PrepareReport", "prepare", "read_split"]

@@ -32,7 +32,9 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from journey_model.core.files import READ_ERRORS, read_error_message
 from journey_model.data.mapping import IngestError, SourceSpec
+from journey_model.data.validation import NO_COLUMNS
 
 FORMAT_BY_EXTENSION = {
     ".csv": "csv", ".tsv": "csv", ".txt": "csv", ".asc": "csv",
@@ -237,6 +239,8 @@ def _open_csv_as_text(path: Path, display: str, spec: SourceSpec, delimiter: str
         return _open_csv(path, spec, delimiter, rows, dict.fromkeys(names, pa.string()))
     except (pa.ArrowInvalid, UnicodeDecodeError) as error:
         raise IngestError(f"{display}: cannot read the CSV header: {_arrow_hint(error)}") from error
+    except READ_ERRORS as error:  # unreadable, or a compressed file truncated before its first block ends
+        raise IngestError(read_error_message(display, error, "read the CSV header")) from error
 
 
 def _read_csv(path: Path, display: str, spec: SourceSpec, needed: dict[str, str],
@@ -253,6 +257,9 @@ def _read_csv(path: Path, display: str, spec: SourceSpec, needed: dict[str, str]
             except (pa.ArrowInvalid, UnicodeDecodeError) as error:
                 raise IngestError(f"{display}: cannot read CSV near data row {rows.next_row}: "
                                   f"{_arrow_hint(error)}") from error
+            except READ_ERRORS as error:  # a truncated .gz / .bz2 / .zst, a disk error
+                raise IngestError(read_error_message(display, error, f"read CSV near data row {rows.next_row}")
+                                  ) from error
             numbers, malformed = rows.number(batch.num_rows)
             on_bytes(raw.tell())
             yield SourceChunk(pa.Table.from_batches([batch]), numbers, malformed)
@@ -279,7 +286,15 @@ def _read_parquet(path: Path, display: str, needed: dict[str, str], chunk_rows: 
     size = path.stat().st_size
     next_row = 1
     with parquet:
-        for batch in parquet.iter_batches(batch_size=chunk_rows, columns=list(needed), use_threads=False):
+        batches = parquet.iter_batches(batch_size=chunk_rows, columns=list(needed), use_threads=False)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            except READ_ERRORS as error:  # a corrupt page or a truncated file
+                raise IngestError(read_error_message(display, error, f"read Parquet near data row {next_row}")
+                                  ) from error
             numbers = np.arange(next_row, next_row + batch.num_rows, dtype=np.int64)
             next_row += batch.num_rows
             # Parquet is read by row groups, not bytes: progress is the share of rows read
@@ -318,6 +333,8 @@ def _jsonl_lines(lines: Iterable[bytes], display: str, encoding: str, key_column
             record = json.loads(text)
         except json.JSONDecodeError as error:
             record = error
+        except RecursionError:  # nesting deeper than Python's recursion limit: a malformed row, not a crash
+            record = ValueError("nested too deeply")
         if first_record and not isinstance(record, dict) and text.startswith("["):
             raise IngestError(
                 f"{display}: line {line_number} starts a JSON array, but ingest reads JSON Lines (one "
@@ -353,8 +370,8 @@ def _read_jsonl(path: Path, display: str, spec: SourceSpec, key_columns: dict[st
                     on_bytes(raw.tell())
                     yield _jsonl_chunk(records, numbers, malformed, seen_columns)
                     records, numbers, malformed = [], [], []
-        except (OSError, EOFError) as error:
-            raise IngestError(f"{display}: cannot read: {error}") from error
+        except READ_ERRORS as error:  # a truncated .gz / .bz2, a disk error
+            raise IngestError(read_error_message(display, error)) from error
         if records or malformed:
             on_bytes(raw.tell())
             yield _jsonl_chunk(records, numbers, malformed, seen_columns)
@@ -377,5 +394,5 @@ def _jsonl_chunk(records: list[dict[str, Any]], numbers: list[int], malformed: l
     seen_columns.update(keys)
     table = pa.table({key: pa.array([_json_text(r.get(key)) for r in records], pa.string()) for key in keys})
     if not keys:  # records without any key: keep their count, every mapped column will read as null
-        table = pa.table({"_": pa.nulls(len(records), pa.string())}).drop_columns(["_"])
+        table = pa.table({NO_COLUMNS: pa.nulls(len(records), pa.string())})
     return SourceChunk(table, np.asarray(numbers, dtype=np.int64), malformed)

@@ -15,7 +15,8 @@ reason                     meaning
 ``timestamp_out_of_range`` timestamp parsed but outside the plausible window (often unix_s vs unix_ms)
 ``missing_event_type``     every column the event type is built from is null or empty
 ``unmapped_event_type``    event-type value not in the mapping's value map, with ``unmapped: reject``
-``bad_number``             a numeric field holds text that is not a finite decimal number
+``bad_number``             a numeric field holds text that is not a finite decimal number, or a non-finite
+                           number (NaN, ±Infinity, a value such as 1e400 that overflows float64)
 ``bad_label``              a labels table's target holds a value that is neither positive nor negative
 =========================  ==============================================================================
 
@@ -44,7 +45,7 @@ REJECT_REASONS: dict[str, str] = {
     "timestamp_out_of_range": "the timestamp is outside the plausible window",
     "missing_event_type": "the event type is null or empty",
     "unmapped_event_type": "the event type is not in the mapping's value map",
-    "bad_number": "the value is not a number",
+    "bad_number": "the value is not a finite number",
     "bad_label": "the label value is not recognised",
 }
 
@@ -60,6 +61,10 @@ REJECTS_SCHEMA = pa.schema(
         pa.field("raw", pa.string()),  # the whole raw row: JSON object of text values, or the raw line
     ]
 )
+
+# The one column of a chunk whose records have no key at all (JSON Lines `{}`): Arrow tables without columns
+# lose their row count in take / slice / concat. No mapping reads it and raw rows leave it out.
+NO_COLUMNS = "__journey_no_columns__"
 
 UNIX_FORMATS: dict[str, float] = {"unix_s": 1e6, "unix_ms": 1e3, "unix_us": 1.0, "unix_ns": 1e-3}  # -> us
 NUMBER_PATTERN = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
@@ -350,7 +355,8 @@ class RowChecks:
         indices = np.flatnonzero(self.rejected)
         if indices.size == 0:
             return REJECTS_SCHEMA.empty_table()
-        raw_rows = raw_json(raw.take(pa.array(indices)))
+        # a table without columns (JSON Lines records that are all `{}`) loses its row count in take()
+        raw_rows = raw_json(raw.take(pa.array(indices))) if raw.num_columns else ["{}"] * indices.size
         texts: dict[int, pa.Array] = {}
         columns: dict[str, list] = {name: [] for name in REJECTS_SCHEMA.names}
         for position, index in enumerate(indices):
@@ -371,9 +377,9 @@ class RowChecks:
 
 def raw_json(raw: pa.Table) -> list[str]:
     """Each row of ``raw`` as a JSON object of its values as text (null stays null)."""
-    texts = {name: as_text(raw.column(name).combine_chunks()).to_pylist() for name in raw.column_names}
-    return [json.dumps({name: texts[name][i] for name in raw.column_names}, ensure_ascii=False)
-            for i in range(raw.num_rows)]
+    names = [name for name in raw.column_names if name != NO_COLUMNS]
+    texts = {name: as_text(raw.column(name).combine_chunks()).to_pylist() for name in names}
+    return [json.dumps({name: texts[name][i] for name in names}, ensure_ascii=False) for i in range(raw.num_rows)]
 
 
 def malformed_rejects(source_file: str, malformed: list[tuple[int, str, str]]) -> pa.Table:

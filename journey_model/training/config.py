@@ -164,6 +164,9 @@ class TrainerConfig:
         None, "continue an interrupted run: 'last' (OUTPUT_DIR/MODEL/last.ckpt) or a checkpoint path")
     deterministic: bool = option(False, "Lightning's deterministic mode (reproducible GPU kernels, slower)")
     progress: bool = option(True, "progress bars on stderr")
+    progress_interval: float = option(30.0, "seconds between progress log lines (epoch, step, samples/s, ETA) when "
+                                      "progress bars are off or the output is not a terminal; 0 = every step, "
+                                      "-1 = never [s]")
     trainer_options: dict[str, Any] = option(
         factory=dict, help="any other lightning.Trainer argument, e.g. accumulate_grad_batches=2 (repeat "
         "--trainer-option KEY=VALUE; the value is read as YAML)", flag="--trainer-option", repeat=True,

@@ -70,6 +70,7 @@ def run(tmp_path: Path, rows: list[str], out_name: str = "out", mapping: dict | 
     source = write_csv(tmp_path, rows)
     mapping_path = write_mapping(tmp_path, mapping or bank_mapping())
     out = tmp_path / out_name
+    kwargs.setdefault("max_reject_rate", 1.0)  # these tests reject on purpose; the limit has tests of its own
     report = ingest([source], mapping_path, out, progress=False, **kwargs)
     return report, out, source
 
@@ -188,7 +189,7 @@ def test_several_problems_each_counted_once_and_arithmetic_holds(tmp_path: Path)
 def test_missing_column_is_fatal_and_lists_the_columns_present(tmp_path: Path) -> None:
     source = write_csv(tmp_path, ["c1,2024-01-15 10:00,login,,app"], header="cust,when,kind,merchant,chan")
     with pytest.raises(IngestError) as caught:
-        ingest([source], write_mapping(tmp_path, bank_mapping()), tmp_path / "out", progress=False)
+        ingest([source], write_mapping(tmp_path, bank_mapping()), tmp_path / "out", progress=False, max_reject_rate=1.0)
     message = str(caught.value)
     assert str(source) in message and "'amt' (mapped to amount)" in message
     assert "columns present: ['cust', 'when', 'kind', 'merchant', 'chan']" in message
@@ -198,7 +199,7 @@ def test_wrong_delimiter_gets_a_hint(tmp_path: Path) -> None:
     source = tmp_path / "events.csv"
     source.write_text(HEADER.replace(",", ";") + "\n" + GOOD_ROWS[0].replace(",", ";") + "\n")
     with pytest.raises(IngestError, match=r"is source.delimiter ',' right"):
-        ingest([source], write_mapping(tmp_path, bank_mapping()), tmp_path / "out", progress=False)
+        ingest([source], write_mapping(tmp_path, bank_mapping()), tmp_path / "out", progress=False, max_reject_rate=1.0)
 
 
 def test_malformed_csv_rows_are_rejected_and_row_numbers_stay_right(tmp_path: Path) -> None:
@@ -237,12 +238,12 @@ def test_mapping_mistakes_are_reported_with_the_mapping_file(tmp_path: Path) -> 
     for index, (mapping, expected) in enumerate(cases):
         path = write_mapping(tmp_path, mapping, name=f"mapping{index}.yaml")
         with pytest.raises(IngestError) as caught:
-            ingest([source], path, tmp_path / f"out{index}", progress=False)
+            ingest([source], path, tmp_path / f"out{index}", progress=False, max_reject_rate=1.0)
         assert str(path) in str(caught.value) and expected in str(caught.value)
     with pytest.raises(IngestError, match="built-ins: .*berka"):
-        ingest([source], "no_such_mapping", tmp_path / "out", progress=False)
+        ingest([source], "no_such_mapping", tmp_path / "out", progress=False, max_reject_rate=1.0)
     with pytest.raises(IngestError, match="does not exist"):
-        ingest([tmp_path / "missing.csv"], write_mapping(tmp_path, bank_mapping()), tmp_path / "o", progress=False)
+        ingest([tmp_path / "missing.csv"], write_mapping(tmp_path, bank_mapping()), tmp_path / "o", progress=False, max_reject_rate=1.0)
 
 
 # ------------------------------------------------------------------------------------------ formats
@@ -263,7 +264,7 @@ def _typed_source_table() -> pa.Table:
 def test_csv_parquet_and_json_lines_give_the_same_events(tmp_path: Path) -> None:
     mapping = write_mapping(tmp_path, bank_mapping())
     csv_out = tmp_path / "from_csv"
-    ingest([write_csv(tmp_path, GOOD_ROWS)], mapping, csv_out, progress=False)
+    ingest([write_csv(tmp_path, GOOD_ROWS)], mapping, csv_out, progress=False, max_reject_rate=1.0)
     expected = read_events(csv_out)
 
     parquet_path = tmp_path / "events.parquet"
@@ -276,7 +277,7 @@ def test_csv_parquet_and_json_lines_give_the_same_events(tmp_path: Path) -> None
     gz_path.write_bytes(gzip.compress((tmp_path / "events.csv").read_bytes()))
     for source in (parquet_path, jsonl_path, gz_path):
         out = tmp_path / f"from_{source.name}"
-        report = ingest([source], mapping, out, progress=False)
+        report = ingest([source], mapping, out, progress=False, max_reject_rate=1.0)
         assert report.rows_written == 5, source
         assert read_events(out).equals(expected), source
 
@@ -291,7 +292,7 @@ def test_parquet_native_types_timestamps_and_integers(tmp_path: Path) -> None:
     pq.write_table(aware, tmp_path / "aware.parquet")
     out = tmp_path / "out"
     report = ingest([tmp_path / "naive.parquet", tmp_path / "aware.parquet"], write_mapping(tmp_path, mapping),
-                    out, progress=False)
+                    out, progress=False, max_reject_rate=1.0)
     assert report.rows_by_file[str(tmp_path / "naive.parquet")]["written"] == 2
     events = read_events(out).to_pylist()
     assert [e["customer_id"] for e in events] == ["101", "102", "101", "102"]
@@ -316,7 +317,7 @@ def test_json_lines_rows_are_line_numbers_and_bad_lines_are_rejected(tmp_path: P
     source = tmp_path / "events.ndjson"
     source.write_text("\n".join(lines) + "\n")
     out = tmp_path / "out"
-    report = ingest([source], write_mapping(tmp_path, bank_mapping()), out, progress=False, chunk_rows=2)
+    report = ingest([source], write_mapping(tmp_path, bank_mapping()), out, progress=False, max_reject_rate=1.0, chunk_rows=2)
     assert (report.rows_read, report.rows_written, report.rows_rejected) == (6, 2, 4)
     rejects = read_rejects(out)
     assert [(r["row"], r["reason"]) for r in rejects] == [
@@ -328,11 +329,11 @@ def test_json_lines_rows_are_line_numbers_and_bad_lines_are_rejected(tmp_path: P
     array = tmp_path / "array.json"
     array.write_text(json.dumps([{"cust": "c1", "when": "2024-01-15 10:00", "kind": "x"}]))
     with pytest.raises(IngestError, match=r"line 1 starts a JSON array"):
-        ingest([array], write_mapping(tmp_path, bank_mapping()), tmp_path / "out3", progress=False)
+        ingest([array], write_mapping(tmp_path, bank_mapping()), tmp_path / "out3", progress=False, max_reject_rate=1.0)
     first = tmp_path / "first.jsonl"
     first.write_text(json.dumps({"customer": "c1", "when": "2024-01-15 10:00", "kind": "x"}) + "\n")
     with pytest.raises(IngestError, match=r"'cust' \(mapped to customer_id\) is missing; columns present"):
-        ingest([first], write_mapping(tmp_path, bank_mapping()), tmp_path / "out2", progress=False)
+        ingest([first], write_mapping(tmp_path, bank_mapping()), tmp_path / "out2", progress=False, max_reject_rate=1.0)
 
 
 # ------------------------------------------------------------------------------------------ timestamps
@@ -350,7 +351,7 @@ def _ingest_times(tmp_path: Path, name: str, values: list[str], fmt: str, timezo
     folder.mkdir()
     source = write_csv(folder, [f"c,{v},e" for v in values], header="cust,when,kind")
     out = folder / "out"
-    report = ingest([source], write_mapping(folder, _times_mapping(fmt, timezone)), out, progress=False)
+    report = ingest([source], write_mapping(folder, _times_mapping(fmt, timezone)), out, progress=False, max_reject_rate=1.0)
     return report, read_events(out).column("ts").to_pylist(), read_rejects(out)
 
 
@@ -422,7 +423,7 @@ def test_several_files_and_folders_in_one_ingest(tmp_path: Path) -> None:
     write_csv(folder, GOOD_ROWS[:2], name="a.csv")
     write_csv(folder, GOOD_ROWS[2:] + ["c9,never,login,,,app"], name="b.csv")
     (folder / "_SUCCESS").write_text("")
-    report = ingest([folder], write_mapping(tmp_path, bank_mapping()), tmp_path / "out", progress=False)
+    report = ingest([folder], write_mapping(tmp_path, bank_mapping()), tmp_path / "out", progress=False, max_reject_rate=1.0)
     assert report.files == [str(folder / "a.csv"), str(folder / "b.csv")]
     assert report.rows_by_file[str(folder / "b.csv")] == {"read": 4, "written": 3, "rejected": 1}
     assert read_rejects(tmp_path / "out")[0]["source_file"] == str(folder / "b.csv")
@@ -436,11 +437,11 @@ def test_complete_output_is_refused_and_partial_output_is_replaced(tmp_path: Pat
     _, out, source = run(tmp_path, GOOD_ROWS)
     mapping = tmp_path / "mapping.yaml"
     with pytest.raises(IngestError, match="already holds a complete ingest"):
-        ingest([source], mapping, out, progress=False)
+        ingest([source], mapping, out, progress=False, max_reject_rate=1.0)
     (out / REPORT_FILE).unlink()  # as if the run had been interrupted before the end
     (out / "events" / "part-00007.parquet").write_bytes(b"half written")
     (out / "notes.txt").write_text("mine")
-    report = ingest([source], mapping, out, progress=False)
+    report = ingest([source], mapping, out, progress=False, max_reject_rate=1.0)
     assert sorted(p.name for p in (out / "events").iterdir()) == ["part-00000.parquet"]
     assert (out / "notes.txt").read_text() == "mine"  # only ingest's own outputs are removed
     assert report.rows_written == read_events(out).num_rows == 5
@@ -472,7 +473,7 @@ def test_event_type_template_value_map_globs_and_unmapped_values(tmp_path: Path)
                        "values": {"*|*|SLUZBY": "fee", "*|*|UROK": "interest", "VYDAJ|VYBER|": "withdrawal",
                                   "*|VYBER|*": "withdrawal", "PRIJEM|VKLAD|*": "deposit"}},
     }
-    report = ingest([source], write_mapping(tmp_path, mapping), tmp_path / "keep", progress=False)
+    report = ingest([source], write_mapping(tmp_path, mapping), tmp_path / "keep", progress=False, max_reject_rate=1.0)
     events = read_events(tmp_path / "keep").to_pylist()
     assert [e["event_type"] for e in events] == ["deposit", "fee", "withdrawal", "interest", "withdrawal",
                                                  "NOVY|TYP|"]
@@ -483,7 +484,7 @@ def test_event_type_template_value_map_globs_and_unmapped_values(tmp_path: Path)
 
     mapping["event_type"]["unmapped"] = "reject"
     report = ingest([source], write_mapping(tmp_path, mapping, "reject.yaml"), tmp_path / "reject",
-                    progress=False)
+                    progress=False, max_reject_rate=1.0)
     assert report.rejects_by_reason == {"missing_event_type": 1, "unmapped_event_type": 1}
     rejects = read_rejects(tmp_path / "reject")
     assert rejects[0]["row"] == 6 and rejects[0]["value"] == "NOVY|TYP|"
@@ -506,7 +507,7 @@ def test_labels_table_with_positive_negative_and_unknown_values(tmp_path: Path) 
                                "churned": "churn"}},
     }
     out = tmp_path / "labels"
-    report = ingest([source], write_mapping(tmp_path, mapping), out, progress=False)
+    report = ingest([source], write_mapping(tmp_path, mapping), out, progress=False, max_reject_rate=1.0)
     labels = pq.read_table(out / "labels.parquet")
     assert labels.schema.field("cutoff").type == pa.timestamp("us", tz="UTC")
     assert labels.column("customer_id").to_pylist() == ["10", "11", "12", "13"]
@@ -552,7 +553,7 @@ def test_the_same_file_twice_is_refused(tmp_path: Path) -> None:
     source = write_csv(tmp_path, GOOD_ROWS)
     with pytest.raises(IngestError, match="given twice"):
         ingest([source, tmp_path / "." / "events.csv"], write_mapping(tmp_path, bank_mapping()), tmp_path / "o",
-               progress=False)
+               progress=False, max_reject_rate=1.0)
 
 
 def test_long_values_are_shortened_in_messages_but_kept_in_rejects(tmp_path: Path) -> None:
@@ -590,7 +591,7 @@ def test_the_documented_full_example_mapping_ingests_as_described(tmp_path: Path
         "9;c3;01.02.2024 10:00;CARD;D;5411;MB;12,50;0",  # decimal comma
     ]) + "\n", encoding="utf-8")
     out = tmp_path / "out"
-    report = ingest([source], mapping_path, out, progress=False)
+    report = ingest([source], mapping_path, out, progress=False, max_reject_rate=1.0)
 
     events = read_events(out)
     documented = yaml.safe_load(mapping_path.read_text())
@@ -632,7 +633,7 @@ def test_the_documented_labels_example_mapping_ingests(tmp_path: Path) -> None:
     mapping_path.write_text(doc_block("## Labels tables (`kind: labels`)", "yaml"), encoding="utf-8")
     source = write_csv(tmp_path, ['1;930105;A;0', '2;930106;"D";1', '3;930107;B;', '4;930108;X;1'],
                        name="loans.csv", header="account_id;date;status;churn_flag")
-    report = ingest([source], mapping_path, tmp_path / "out", progress=False)
+    report = ingest([source], mapping_path, tmp_path / "out", progress=False, max_reject_rate=1.0)
     labels = pq.read_table(tmp_path / "out" / "labels.parquet")
     assert labels.column_names == ["customer_id", "cutoff", "default", "churned"]
     assert labels.to_pylist() == [
@@ -641,3 +642,103 @@ def test_the_documented_labels_example_mapping_ingests(tmp_path: Path) -> None:
         {"customer_id": "3", "cutoff": utc(1993, 1, 6, 23), "default": 1.0, "churned": None},
     ]
     assert report.rejects_by_reason == {"bad_label": 1}  # X is neither positive nor negative
+
+
+# ------------------------------------------------------------------------------------------ non-finite numbers, {}
+
+
+def test_non_finite_numbers_are_rejected_in_every_format(tmp_path: Path) -> None:
+    """NaN, ±Infinity and values that overflow float64 (1e400) are bad numbers: counted, with row and field."""
+    texts = ["NaN", "nan", "inf", "-Infinity", "1e400", "-1e400"]
+    report, out, _ = run(tmp_path, [f"c{i},2024-01-15 10:00,card_payment,x,{t},app" for i, t in enumerate(texts)]
+                         + ["c9,2024-01-15 10:00,card_payment,x,1.5,app"])
+    assert (report.rows_written, report.rejects_by_reason) == (1, {"bad_number": 6})
+    assert [(r["row"], r["column"], r["value"]) for r in read_rejects(out)] == [
+        (i + 1, "amt", t) for i, t in enumerate(texts)]
+    # JSON Lines: bare NaN / Infinity (Python's json reads them) and 1e400 (read as inf)
+    lines = ['{"cust": "c1", "when": "2024-01-15 10:00", "kind": "x", "amt": ' + t + "}"
+             for t in ("NaN", "Infinity", "-Infinity", "1e400", "2.5")]
+    source = tmp_path / "events.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    report = ingest([source], write_mapping(tmp_path, bank_mapping()), tmp_path / "j", progress=False,
+                    max_reject_rate=1.0)
+    assert (report.rows_written, report.rejects_by_reason) == (1, {"bad_number": 4})
+    assert read_events(tmp_path / "j").column("amount").to_pylist() == [2.5]
+    # Parquet: float columns holding NaN and ±inf
+    parquet = tmp_path / "events.parquet"
+    pq.write_table(pa.table({"cust": ["a", "b", "c", "d"], "when": ["2024-01-15 10:00"] * 4, "kind": ["x"] * 4,
+                             "merchant": ["m"] * 4, "chan": ["app"] * 4,
+                             "amt": [float("nan"), float("inf"), -float("inf"), 3.0]}), parquet)
+    report = ingest([parquet], write_mapping(tmp_path, bank_mapping()), tmp_path / "p", progress=False,
+                    max_reject_rate=1.0)
+    assert (report.rows_written, report.rejects_by_reason) == (1, {"bad_number": 3})
+    assert [r["row"] for r in read_rejects(tmp_path / "p")] == [1, 2, 3]
+
+
+def test_empty_json_records_are_rejected_not_a_crash(tmp_path: Path) -> None:
+    """A `{}` record (no column at all) is a row without a customer id: rejected, alone in a chunk or not."""
+    good = json.dumps({"cust": "c1", "when": "2024-01-15 10:00", "kind": "login"})
+    source = tmp_path / "events.jsonl"
+    source.write_text("\n".join([good, "{}", "{}", good, "{}"]) + "\n")
+    for chunk_rows in (1, 2, 100):
+        out = tmp_path / f"out{chunk_rows}"
+        report = ingest([source], write_mapping(tmp_path, bank_mapping()), out, progress=False, chunk_rows=chunk_rows,
+                        max_reject_rate=1.0)
+        assert (report.rows_written, report.rows_rejected) == (2, 3)
+        rejects = read_rejects(out)
+        assert [(r["row"], r["reason"]) for r in rejects] == [
+            (2, "missing_customer_id"), (3, "missing_customer_id"), (5, "missing_customer_id")]
+        assert all(set(json.loads(r["raw"]).values()) <= {None} for r in rejects)  # {} or the chunk's keys, null
+
+
+def test_reject_rate_limit(tmp_path: Path) -> None:
+    rows = [*GOOD_ROWS, "c9,never,login,,,app"]  # 1 of 6 rejected: 16.7 %
+    with pytest.raises(IngestError, match=r"1 of 6 rows rejected \(16\.7%, above --max-reject-rate 10\.0%"):
+        run(tmp_path, rows, max_reject_rate=0.1)
+    assert (tmp_path / "out" / "rejects").is_dir() and not (tmp_path / "out" / "events").exists()
+    report, _, _ = run(tmp_path, rows, max_reject_rate=0.2)  # the same folder: the failed run left no report
+    assert report.rows_rejected == 1
+    with pytest.raises(IngestError, match="max_reject_rate must be between 0 and 1"):
+        run(tmp_path, rows, out_name="o2", max_reject_rate=5)
+
+
+# ------------------------------------------------------------------------------------------ pseudonymisation
+
+KEY = "k" * 40
+
+
+def test_pseudonymised_ingest_holds_no_raw_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from journey_model.core.pseudonyms import KEY_ENV, pseudonymise
+
+    monkeypatch.setenv(KEY_ENV, KEY)
+    mapping = bank_mapping(pseudonymise=["item"])
+    rows = ["Anna.Novak,2024-01-15 10:00,card_payment,Grocery Shop,-12.50,app",
+            " Anna.Novak ,2024-01-18 10:00,login,,,app",  # the same id once cleaned, as without pseudonyms
+            "Boris.Kral,2024-01-16 09:30,card_payment,Fuel Station,-40,app",
+            "Boris.Kral,never,login,,,app",  # rejected: its value and raw row hold pseudonyms
+            "Cyril.Muller,2024-01-19,x,y,1,2,3"]  # malformed: its raw text is redacted
+    report, out, _ = run(tmp_path, rows, mapping=mapping)
+    events = read_events(out)
+    expected = pseudonymise(pa.array(["Anna.Novak", "Anna.Novak", "Boris.Kral"]), KEY.encode()).to_pylist()
+    assert events.column("customer_id").to_pylist() == expected
+    assert all(v is None or v.startswith("p_") and len(v) == 26 for v in events.column("item").to_pylist())
+    assert report.pseudonymised == ["customer_id", "item"] and report.pseudonym_key_id
+    written = b"".join(path.read_bytes() for path in out.rglob("*") if path.is_file())
+    for raw in (b"Anna", b"Boris", b"Cyril", b"Grocery", b"Fuel", KEY.encode()):
+        assert raw not in written, raw  # not in events, rejects (values, raw rows, malformed text) nor the report
+    rejects = read_rejects(out)
+    assert [r["reason"] for r in rejects] == ["bad_timestamp", "malformed_row"]
+    assert json.loads(rejects[0]["raw"])["cust"] == expected[2] and rejects[1]["raw"].startswith("<redacted")
+    # another key, other pseudonyms; no key or a short key: refused before anything is written
+    monkeypatch.setenv(KEY_ENV, "x" * 40)
+    run(tmp_path, rows[:3], out_name="other", pseudonymise=True)
+    assert set(read_events(tmp_path / "other").column("customer_id").to_pylist()).isdisjoint(expected)
+    monkeypatch.setenv(KEY_ENV, "short")
+    with pytest.raises(ValueError, match="at least 32"):
+        run(tmp_path, GOOD_ROWS, out_name="short", pseudonymise=True)
+    monkeypatch.delenv(KEY_ENV)
+    with pytest.raises(ValueError, match="JOURNEY_PSEUDONYM_KEY is not set"):
+        run(tmp_path, GOOD_ROWS, out_name="none", pseudonymise=True)
+    assert not (tmp_path / "none").exists() and not (tmp_path / "short").exists()
+    with pytest.raises(IngestError, match="'amount' is not a text field"):
+        run(tmp_path, GOOD_ROWS, out_name="bad", mapping=bank_mapping(pseudonymise=["amount"]))
