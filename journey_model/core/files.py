@@ -9,17 +9,22 @@ job resuming after a crash — therefore never sees a half-written file under a 
 * :class:`StagedFile` — the same for a writer that stays open across calls (streamed Parquet parts);
 * :func:`write_text_atomic`, :func:`write_bytes_atomic`, :func:`write_json_atomic` — the common cases;
 * :func:`remove_stale_temporaries` — clears what a killed process left behind (a killed process cannot
-  delete its temporary, and the next one has another pid).
+  delete its temporary, and the next one has another pid);
+* :func:`reading` — around a read: a corrupt, truncated or unreadable file becomes one
+  :class:`FileReadError` that names the file (Arrow's and zlib's own messages do not).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
 
 TEMPORARY_SUFFIX = ".tmp"
 TEMPORARY_GLOB = ".*" + TEMPORARY_SUFFIX  # every temporary that temporary_path names
@@ -108,5 +113,41 @@ def remove_stale_temporaries(folder: str | Path, *names: str) -> int:
     return removed
 
 
-__all__ = ["StagedFile", "atomic_path", "remove_stale_temporaries", "temporary_path", "write_bytes_atomic",
-           "write_json_atomic", "write_text_atomic"]
+class FileReadError(ValueError):
+    """A file that cannot be read (corrupt, truncated, unreadable); the message names the file."""
+
+
+# What reading a damaged file raises: I/O and decompression errors (a truncated .gz: EOFError or zlib.error),
+# Arrow's errors (a corrupt Parquet page: ArrowInvalid, OSError) and values a corrupt page decodes to that
+# overflow later conversions (OverflowError).
+READ_ERRORS: tuple[type[BaseException], ...] = (OSError, EOFError, OverflowError, UnicodeDecodeError, zlib.error,
+                                                pa.ArrowException)
+
+
+def read_error_message(path: str | Path, error: BaseException, what: str = "read") -> str:
+    """``"PATH: cannot read: <what went wrong>"`` on one line."""
+    detail = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, OSError) and not isinstance(error, pa.ArrowException) and error.strerror:
+        detail = error.strerror  # the path is named in front already
+    return f"{path}: cannot {what} ({type(error).__name__}: {detail}); is the file corrupt or truncated?"
+
+
+@contextmanager
+def reading(path: str | Path, what: str = "read") -> Iterator[None]:
+    """Turn an error of reading ``path`` inside the block into a :class:`FileReadError` naming ``path``.
+
+    Errors that already carry a clear message (every other ``ValueError``, ``FileReadError`` itself) pass
+    unchanged; ``what`` says what was being done (``"read the Parquet file"``).
+    """
+    try:
+        yield
+    except FileReadError:
+        raise
+    except READ_ERRORS as error:
+        if isinstance(error, FileNotFoundError):
+            raise FileReadError(f"{path}: no such file") from error
+        raise FileReadError(read_error_message(path, error, what)) from error
+
+
+__all__ = ["READ_ERRORS", "FileReadError", "StagedFile", "atomic_path", "read_error_message", "reading",
+           "remove_stale_temporaries", "temporary_path", "write_bytes_atomic", "write_json_atomic", "write_text_atomic"]
