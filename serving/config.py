@@ -48,6 +48,19 @@ class ServingConfig:
     torch_threads: int = option(1, "intra-op torch threads per worker [threads]", env="JOURNEY_TORCH_THREADS")
     workers: int = option(1, "worker processes, each with the model and its own batcher and incremental state "
                           "(the BentoML service's workers) [processes]", env="JOURNEY_WORKERS")
+    max_body_mb: float = option(8.0, "request body size at most, checked before parsing: a larger Content-Length "
+                                "or streamed body gets 413 at once [MiB]", env="JOURNEY_MAX_BODY_MB")
+    max_inflight_mb: float = option(12.0, "request bodies being parsed or scored at once per worker, which bounds "
+                                    "its memory: a request beyond gets 503 with Retry-After [MiB]",
+                                    env="JOURNEY_MAX_INFLIGHT_MB")
+    body_timeout: float = option(30.0, "time a client may take to send a request's body; slower gets 408 "
+                                 "[seconds]", env="JOURNEY_BODY_TIMEOUT")
+    keep_alive: int = option(75, "idle keep-alive connections are closed after this long; keep it above the "
+                             "clients' and proxies' pool idle times (bentoml serve --timeout-keep-alive) [seconds]",
+                             env="JOURNEY_KEEP_ALIVE")
+    log_request_detail: bool = option(False, "log the messages of refused requests (they name customer ids and "
+                                      "values); off: only the route, the status and the problem locations and "
+                                      "kinds", env="JOURNEY_LOG_REQUEST_DETAIL")
     host: str = option("127.0.0.1", "address to listen on (bentoml serve --host)", env="BENTOML_HOST")
     port: int = option(3000, "port to listen on (bentoml serve --port)", env="BENTOML_PORT")
     timeout: int | None = option(None, "request timeout (bentoml serve --timeout); none = the service's own, 120 "
@@ -58,6 +71,8 @@ class ServingConfig:
             value = getattr(self, f.name)
             lowest = 0 if f.name == "max_batch_wait_ms" else 1
             if isinstance(value, int | float) and not isinstance(value, bool) and value < lowest:
+                if isinstance(value, float) and value > 0 and f.name != "max_batch_wait_ms":
+                    continue  # sizes and times in MiB and seconds may be fractions
                 raise ServingConfigError(f"{f.metadata['env']} ({SETTINGS.flag(f.name)}) = {value}: must be >= {lowest}")
 
     @classmethod
@@ -81,7 +96,12 @@ class ServingConfig:
             "max_events_per_customer": self.max_events_per_customer,
             "max_batch_customers": self.max_batch_customers,
             "state_max_customers": self.state_max_customers,
+            "max_body_bytes": self.max_body_bytes,
         }
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 2**20)
 
 
 SETTINGS = Settings(ServingConfig)

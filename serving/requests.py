@@ -13,6 +13,7 @@ customer (they are scored as out-of-vocabulary).
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from journey_model.core.pseudonyms import key_from_env, pseudonym
 from journey_model.data.features import OOV_ID
 from journey_model.data.preprocessing import EVENT_TYPE_SPECIALS, Preprocessor
 from journey_model.data.schema import CUSTOMER_ID, EVENT_ID, EVENT_TYPE, TIMESTAMP, TIMESTAMP_TYPE
@@ -105,6 +107,13 @@ class ParsedRequest:
         return len(self.customers)
 
 
+def pseudonymised_id(customer_id: str) -> str:
+    """The id the API works with: with JOURNEY_PSEUDONYM_KEY set, the keyed pseudonym batch scoring and ingest
+    write for it (journey_model.core.pseudonyms); else the id as sent."""
+    key = key_from_env(required=False)
+    return customer_id if key is None else pseudonym(customer_id, key)
+
+
 def check_limits(n_customers: int, counts: Sequence[int], ids: Sequence[str], config: ServingConfig,
                  path: str = "customers") -> None:
     """413 when a request holds more customers, or a customer more events, than the configured limits."""
@@ -131,6 +140,8 @@ def parse_customers(
     Raises :class:`RequestError` (413 over a limit, 400 otherwise) listing every problem found.
     """
     now = now or datetime.now(UTC)
+    for customer in customers:  # parsed once per request: from here on, messages, state and answers hold pseudonyms
+        customer.customer_id = pseudonymised_id(customer.customer_id)
     check_limits(len(customers), [len(c.events) for c in customers], [c.customer_id for c in customers], config)
     request_id = next(_request_counter)
     counts = np.array([len(c.events) for c in customers], dtype=np.int64)
@@ -166,19 +177,15 @@ def parse_customers(
         else:
             values = [extra.get(name) for extra in extras]
         if name not in STANDARD_EVENT_FIELDS:  # extras arrive untyped: strings for categorical fields, numbers for numeric ones
-            numeric = name in contract.numeric
-            for flat, value in enumerate(values):
-                if value is None or (type(value) is float if numeric else type(value) is str):  # the usual case, fast
-                    continue
-                ok = (isinstance(value, int | float) and not isinstance(value, bool)) if numeric else isinstance(value, str)
-                if not ok:
-                    loc, who = where(flat)
-                    expected = "a number" if numeric else "a string"
-                    problems.append(problem(loc + [name], f"{who}, field {name!r}: expected {expected} or null, "
-                                            f"got {type(value).__name__} {value!r}"))
+            if name in contract.numeric:
+                values = _finite_numbers(values, name, where, problems)
+            else:
+                for flat, value in enumerate(values):
+                    if value is not None and type(value) is not str:
+                        loc, who = where(flat)
+                        problems.append(problem(loc + [name], f"{who}, field {name!r}: expected a string or null, "
+                                                f"got {type(value).__name__} {_shown(value)}", "string_type"))
         columns[name] = values
-    if problems:
-        raise RequestError(400, problems)
 
     ts = pa.array([e.ts for e in events], type=TIMESTAMP_TYPE)  # aware -> UTC, naive read as UTC
     cutoffs = [_as_utc(c.cutoff) if c.cutoff is not None else now for c in customers]
@@ -191,7 +198,8 @@ def parse_customers(
         i = int(owner[flat])
         problems.append(problem(loc + ["ts"], f"{who}, field 'ts': {_iso(ts_micros[flat])} is not before the "
                                 f"cut-off {_iso(cut_micros[i])}; only events strictly before the cut-off are scored"))
-    if problems:
+    if problems:  # every problem of every check above, in the order of the events
+        problems.sort(key=lambda p: [str(part).zfill(12) if isinstance(part, int) else part for part in p["loc"]])
         raise RequestError(400, problems)
 
     keys = [f"r{request_id}-{i}" for i in range(len(customers))]
@@ -242,6 +250,39 @@ def _out_of_vocabulary(
         ]
         result.append((listed, len(entries)))
     return result
+
+
+def _finite_numbers(values: list[Any], name: str, where: Any, problems: list[dict[str, Any]]) -> list[Any]:
+    """An untyped numeric extra field's values as floats (None kept); a value that is not a finite number that
+    float64 holds (text, a boolean, NaN, ±Infinity, 1e400, 10**400) is a problem naming the event and the field."""
+    out: list[Any] = values
+    for flat, value in enumerate(values):
+        if value is None or (type(value) is float and math.isfinite(value)):  # the usual case, fast
+            continue
+        number = None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            try:
+                number = float(value)
+            except OverflowError:
+                number = math.inf
+            kind, expected = "finite_number", "a finite number (float64)"
+        else:
+            kind, expected = "float_type", "a number or null"
+        if number is not None and math.isfinite(number):
+            if out is values:
+                out = list(values)
+            out[flat] = number
+            continue
+        loc, who = where(flat)
+        problems.append(problem(loc + [name], f"{who}, field {name!r}: expected {expected}, got "
+                                f"{type(value).__name__} {_shown(value)}", kind))
+    return out
+
+
+def _shown(value: Any) -> str:
+    """A value for a message, at most 40 characters."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _as_utc(moment: datetime) -> datetime:

@@ -10,10 +10,10 @@ checks that need the model (extra fields, cut-off order, limits) are in :mod:`se
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 EXAMPLE_EVENTS: list[dict[str, Any]] = [
     {"ts": "2024-11-02T08:14:00Z", "event_type": "login", "channel": "app", "device": "android"},
@@ -28,13 +28,20 @@ EXAMPLE_CUSTOMER: dict[str, Any] = {"customer_id": "C00000042", "cutoff": "2024-
 INPUT_ERROR_TYPE = "journey_input"
 
 
+# A time is an ISO 8601 string or a number of Unix seconds (pydantic reads both); the schema says so.
+TIME_SCHEMA = {"anyOf": [{"type": "string", "format": "date-time"}, {"type": "number"}]}
+Timestamp = Annotated[datetime, WithJsonSchema(TIME_SCHEMA)]
+OptionalTimestamp = Annotated[datetime | None, WithJsonSchema({"anyOf": [*TIME_SCHEMA["anyOf"], {"type": "null"}]})]
+
+
 class Event(BaseModel):
     """One event in the canonical fields. Extra fields the model's dataset declares (GET /metadata) are allowed."""
 
     model_config = ConfigDict(extra="allow", json_schema_extra={"example": EXAMPLE_EVENTS[1]})
 
-    ts: datetime = Field(
-        description="When it happened: ISO 8601 with Z or an offset (no offset means UTC), or Unix seconds.",
+    ts: Timestamp = Field(
+        description="When it happened: ISO 8601 with Z or an offset (no offset means UTC), or a number of Unix "
+        "seconds (milliseconds when above 2e10).",
         examples=["2024-11-03T19:40:12Z"],
     )
     event_type: str = Field(
@@ -46,8 +53,8 @@ class Event(BaseModel):
     item: str | None = Field(
         None, description="The behaviour's object: product, merchant category, fee type …", examples=["groceries"]
     )
-    amount: float | None = Field(None, description="Money moved, in the account's currency.", examples=[54.3],
-                                 strict=True)
+    amount: float | None = Field(None, description="Money moved, in the account's currency (a finite number).",
+                                 examples=[54.3], strict=True, allow_inf_nan=False)
     channel: str | None = Field(None, description="app, web, branch, phone, pos …", examples=["pos"])
 
 
@@ -58,20 +65,36 @@ def _where(loc: tuple[Any, ...]) -> str:
     return f"field {loc[0]!r}" if loc else "the customer"
 
 
+EMPTY_HISTORY = "empty history: send at least one event"
+
+
 def name_the_customer(data: Any, handler: Any) -> Any:
-    """Validate one customer; re-word type errors so that each names the customer id, event index and field."""
+    """Validate one customer; every problem becomes its own error whose message names the customer id, the event
+    index and the field (its location is the full path: customers, i, events, j, field; its type pydantic's)."""
+    customer = data.get("customer_id") if isinstance(data, dict) else None
+    who = f"customer {customer!r}" if isinstance(customer, str) and customer else "customer (no customer_id)"
     try:
-        return handler(data)
+        result = handler(data)
     except ValidationError as error:
-        customer = data.get("customer_id") if isinstance(data, dict) else None
-        who = f"customer {customer!r}" if isinstance(customer, str) and customer else "customer (no customer_id)"
         problems = []
         for item in error.errors(include_url=False):
             message = item["msg"]
             if item["loc"] == ("events",) and item["type"] == "too_short":
-                message = "empty history: send at least one event"
-            problems.append(f"{who}, {_where(item['loc'])}: {message}")
-        raise PydanticCustomError(INPUT_ERROR_TYPE, "{message}", {"message": "; ".join(problems)}) from None
+                message = EMPTY_HISTORY
+            problems.append((item["loc"], item["type"], f"{who}, {_where(item['loc'])}: {message}"))
+        raise _errors(problems) from None
+    if isinstance(result, CustomerUpdate) and not result.events and not result.events_seen:
+        raise _errors([(("events",), "too_short", f"{who}, field 'events': {EMPTY_HISTORY} (events_seen = 0 "
+                        "starts a new state from the events sent)")])
+    return result
+
+
+def _errors(problems: list[tuple[tuple[Any, ...], str, str]]) -> ValidationError:
+    """One validation error per (location, kind, message); pydantic prefixes each location with the customer's."""
+    return ValidationError.from_exception_data("customer", [
+        InitErrorDetails(type=PydanticCustomError(kind, "{message}", {"message": message}), loc=loc, input=None)
+        for loc, kind, message in problems
+    ])
 
 
 class CustomerEvents(BaseModel):
@@ -80,10 +103,10 @@ class CustomerEvents(BaseModel):
     model_config = ConfigDict(json_schema_extra={"example": EXAMPLE_CUSTOMER})
 
     customer_id: str = Field(min_length=1, description="Whose events these are.", examples=["C00000042"])
-    cutoff: datetime | None = Field(
+    cutoff: OptionalTimestamp = Field(
         None,
-        description="Score as of this time; every event must be strictly before it. Default: now (when the "
-        "request arrives).",
+        description="Score as of this time (like ts: ISO 8601 or Unix seconds); every event must be strictly before "
+        "it. Default: now (when the request arrives).",
         examples=["2024-12-01T00:00:00Z"],
     )
     events: list[Event] = Field(
@@ -107,14 +130,15 @@ class CustomerUpdate(BaseModel):
 
     customer_id: str = Field(min_length=1, description="Whose events these are.", examples=["C00000042"])
     events_seen: int = Field(
-        0, ge=0,
+        0, ge=0, strict=True,
         description="How many events the server has received for this customer (events_seen of the previous "
         "answer). 0 starts a new state from these events; a count the server does not hold is refused (409).",
         examples=[4],
     )
-    cutoff: datetime | None = Field(None, description="Score as of this time. Default: now.",
+    cutoff: OptionalTimestamp = Field(None, description="Score as of this time (ISO 8601 or Unix seconds). Default: now.",
                                     examples=["2024-12-02T00:00:00Z"])
-    events: list[Event] = Field(default_factory=list, description="Only the events not sent before.",
+    events: list[Event] = Field(default_factory=list, description="Only the events not sent before (at least one "
+                                "when events_seen is 0: an empty history is refused as by /predict).",
                                 examples=[EXAMPLE_EVENTS[:1]])
 
     @model_validator(mode="wrap")
@@ -132,6 +156,14 @@ class OutOfVocabulary(BaseModel):
     event_index: int = Field(description="Index of the event in the request's events list.", examples=[3])
     field: str = Field(description="The field whose value the model never saw in training.", examples=["item"])
     value: str = Field(description="The value, scored as out-of-vocabulary.", examples=["crypto_exchange"])
+
+
+class Ineligible(BaseModel):
+    """Why a customer gets no score for an outcome."""
+
+    rule: str = Field(description="The dataset's eligibility rule that excluded the customer.",
+                      examples=["account_closed"])
+    reason: str = Field(description="The reason in words.", examples=["account closed on 2024-09-03"])
 
 
 class CustomerScore(BaseModel):
@@ -154,10 +186,29 @@ class CustomerScore(BaseModel):
         examples=[[{"event_index": 3, "field": "item", "value": "crypto_exchange"}]],
     )
     out_of_vocabulary_count: int = Field(description="How many values were out-of-vocabulary in all.", examples=[1])
+    ineligible: dict[str, Ineligible] = Field(
+        default_factory=dict,
+        description="Outcomes this customer cannot have at the cut-off (outside the population at risk the "
+        "dataset declares): no score for them in `scores`, the rule and the reason instead.",
+        examples=[{"churn": {"rule": "account_closed", "reason": "account closed on 2024-09-03"}}],
+    )
+    flags: dict[str, bool] = Field(
+        default_factory=dict,
+        description="Per scored outcome with an operating point: whether the customer is at or above the model's "
+        "threshold (the policy is in /metadata `operating_points`).", examples=[{"churn": True, "default": False}],
+    )
+
+
+IneligibleCounts = dict[str, dict[str, int]]
+INELIGIBLE_COUNTS_FIELD = Field(
+    default_factory=dict, description="Customers of this request not scored for an outcome, by outcome and rule.",
+    examples=[{"churn": {"account_closed": 1}}],
+)
 
 
 class PredictResponse(BaseModel):
     customers: list[CustomerScore] = Field(description="One answer per customer, in the order of the request.")
+    ineligible: IneligibleCounts = INELIGIBLE_COUNTS_FIELD
 
 
 class Reason(BaseModel):
@@ -185,18 +236,41 @@ class EventExplanation(BaseModel):
     time_bucket: str | None = Field(description="Time before the cut-off (ATRank log2 bucket); null if unused.",
                                     examples=["7-15 days"])
     attention: dict[str, float] | None = Field(
-        description="Per task, this event's share of the task's attention (sums to 1 over used events); null if "
-        "unused or the model has no attention.", examples=[{"churn": 0.22, "next_event": 0.05}],
+        description="Per task, this event's importance by `explanation_method`: for attention methods its share of "
+        "the task's attention (sums to 1 over used events); for occlusion and integrated gradients the probability "
+        "points it adds (negative: it lowers the score). Null if unused.",
+        examples=[{"churn": 0.22, "next_event": 0.05}],
     )
+
+
+class ReasonCodeAnswer(BaseModel):
+    """A reason code of one outcome and the events behind it."""
+
+    code: str = Field(description="Stable code from the dataset config (EVENT_<TYPE> when none matched).",
+                      examples=["FEE_AFTER_COMPLAINT"])
+    sentence: str = Field(description="The code in plain words.", examples=["a fee charged within two weeks of a "
+                                                                          "complaint"])
+    weight: float = Field(description="Summed importance of its events.", examples=[0.31])
+    events: list[int] = Field(description="Indices of its events in the request's events list.", examples=[[41]])
 
 
 class CustomerExplanation(CustomerScore):
     """One customer's scores and why."""
 
     explanation_method: str = Field(
-        description="'task-query attention' (ATRank), 'attention pooling' (one weight shared by all tasks) or "
-        "'none' (the model has no attention; no weights are given).", examples=["task-query attention"],
+        description="How event importances were computed: 'attention' (ATRank's task queries), 'attention-rollout', "
+        "'occlusion' (score drop when the event is left out) or 'integrated-gradients'; the default per model "
+        "family is the one that found the planted causes best (README, 'Explanations').", examples=["attention"],
     )
+    reason_codes: dict[str, list[ReasonCodeAnswer]] = Field(
+        default_factory=dict,
+        description="Per outcome the customer is eligible for, the dataset's reason codes its most important "
+        "events fall under, largest weight first (at most 3).",
+        examples=[{"churn": [{"code": "FEE_AFTER_COMPLAINT", "sentence": "a fee charged within two weeks of a "
+                              "complaint", "weight": 0.31, "events": [41]}]}],
+    )
+    reasons: str = Field(default="", description="The reason codes as one readable line.",
+                         examples=["churn: FEE_AFTER_COMPLAINT — a fee charged within two weeks of a complaint"])
     events: list[EventExplanation] = Field(description="Every event of the request, in the order sent.")
     top_reasons: dict[str, list[Reason]] = Field(
         description="Per task, the behaviour-type x time-bucket groups with the most attention, largest first.",
@@ -208,6 +282,7 @@ class CustomerExplanation(CustomerScore):
 
 class ExplainResponse(BaseModel):
     customers: list[CustomerExplanation] = Field(description="One answer per customer, in the order of the request.")
+    ineligible: IneligibleCounts = INELIGIBLE_COUNTS_FIELD
 
 
 class UpdatedCustomerScore(CustomerScore):
@@ -221,6 +296,17 @@ class UpdatedCustomerScore(CustomerScore):
 
 class UpdateResponse(BaseModel):
     customers: list[UpdatedCustomerScore] = Field(description="One answer per customer, in the order of the request.")
+    ineligible: IneligibleCounts = INELIGIBLE_COUNTS_FIELD
+
+
+def count_ineligible_answers(customers: list[CustomerScore]) -> IneligibleCounts:
+    """The response's ``ineligible`` counts from its customers' answers."""
+    counts: IneligibleCounts = {}
+    for customer in customers:
+        for outcome, why in customer.ineligible.items():
+            by_rule = counts.setdefault(outcome, {})
+            by_rule[why.rule] = by_rule.get(why.rule, 0) + 1
+    return counts
 
 
 class ForgetResponse(BaseModel):
@@ -240,6 +326,17 @@ class BatchingStats(BaseModel):
     customers: int = Field(description="Customers scored by those passes.", examples=[960])
     mean_customers_per_pass: float = Field(description="Average batch size in customers.", examples=[8.0])
     largest_pass: int = Field(description="Most customers in one pass.", examples=[64])
+
+
+class OperatingPointInfo(BaseModel):
+    """How an outcome's probability is calibrated and the threshold of its flag."""
+
+    calibration: str = Field(description="identity, platt or isotonic (fitted on the validation split).",
+                             examples=["isotonic"])
+    policy: str | None = Field(description="The declared policy the threshold was chosen by on validation.",
+                               examples=["capacity:10%"])
+    threshold: float | None = Field(description="flag = probability >= threshold; null flags nobody.",
+                                    examples=[0.21])
 
 
 class ModelMetadata(BaseModel):
@@ -263,6 +360,9 @@ class ModelMetadata(BaseModel):
     limits: dict[str, int] = Field(description="Request limits (a request over them gets 413).",
                                      examples=[{"max_customers_per_request": 256, "max_events_per_customer": 5000}])
     state_customers: int = Field(description="Customers whose incremental state is held now.", examples=[12])
+    operating_points: dict[str, OperatingPointInfo] = Field(
+        default_factory=dict, description="Per outcome: how scores are calibrated and where the flag cuts.",
+        examples=[{"churn": {"calibration": "isotonic", "policy": "capacity:10%", "threshold": 0.21}}])
     batching: BatchingStats = Field(description="What the adaptive batcher has done since the service started.")
 
 
@@ -271,9 +371,12 @@ class ErrorDetail(BaseModel):
                                  examples=[["customers", 0, "events", 3, "ts"]])
     msg: str = Field(description="What is wrong, naming the customer, the event index and the field.",
                      examples=["customer 'C00000042', event 3, field 'ts': not before the cut-off 2024-12-01T00:00:00Z"])
-    type: str = Field(description="Kind of problem.", examples=["journey_input"])
+    type: str = Field(description="Kind of problem: pydantic's error type (missing, float_parsing, finite_number, "
+                      "too_short …), journey_input, limit, state, body, media_type or auth.", examples=["missing"])
 
 
 class ErrorResponse(BaseModel):
+    """Every 4xx answer (and the 5xx of a time-out): a summary and each problem with its location."""
+
     error: str = Field(description="Summary.", examples=["1 problem in the request"])
-    detail: list[ErrorDetail] = Field(description="Each problem.")
+    detail: list[ErrorDetail] = Field(default_factory=list, description="Each problem (none for a time-out).")

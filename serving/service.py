@@ -32,6 +32,7 @@ from pydantic import Field
 from starlette.responses import JSONResponse
 
 from serving.config import ServingConfig
+from serving.guard import RequestGuard, quiet_client_errors
 from serving.schemas import (
     EXAMPLE_CUSTOMER,
     BatchingStats,
@@ -44,13 +45,17 @@ from serving.schemas import (
     EventExplanation,
     ExplainResponse,
     ForgetResponse,
+    Ineligible,
     ModelMetadata,
     NextEvent,
+    OperatingPointInfo,
     OutOfVocabulary,
     PredictResponse,
     Reason,
+    ReasonCodeAnswer,
     UpdatedCustomerScore,
     UpdateResponse,
+    count_ineligible_answers,
 )
 
 with bentoml.importing():
@@ -59,6 +64,7 @@ with bentoml.importing():
     import pyarrow as pa
     import torch
 
+    from journey_model.data.eligibility import ineligible_reason_column, ineligible_rule_column
     from journey_model.data.schema import CUSTOMER_ID, EVENT_TYPE, TIMESTAMP
     from journey_model.data.sequences import encode_examples
     from journey_model.inference.explain import explain_rows
@@ -72,6 +78,7 @@ with bentoml.importing():
         RequestError,
         parse_customers,
         problem,
+        pseudonymised_id,
     )
 
 log = logging.getLogger(__name__)
@@ -82,9 +89,10 @@ WORKERS = ServingConfig.from_env().workers
 
 metadata_app = FastAPI(title="Journey metadata", docs_url=None, redoc_url=None, openapi_url=None)
 
-CUSTOMERS_FIELD = Field(description="Customers to score, each with its events and an optional cut-off.",
-                        examples=[[EXAMPLE_CUSTOMER]])
+CUSTOMERS_FIELD = Field(description="Customers to score (at least one), each with its events and an optional cut-off.",
+                        min_length=1, examples=[[EXAMPLE_CUSTOMER]])
 UPDATES_FIELD = Field(description="New events per customer and the events_seen of the previous answer (0 to start).",
+                      min_length=1,
                       examples=[[{**EXAMPLE_CUSTOMER, "events_seen": 0}]])
 FORGET_FIELD = Field(description="Customers whose held state to drop.", examples=[["C00000042"]])
 
@@ -114,13 +122,18 @@ class JourneyScoring:
             chunk = rows.slice(start, self.scorer.batch_size).to_pylist()
             batch, output = self.scorer.forward(chunk)
             columns = self.scorer.score_columns(chunk, batch, output)
-            scored += [{name: values[i] for name, values in columns.items()} for i in range(len(chunk))]
+            scored += [{**{name: values[i] for name, values in columns.items()}, **self._rules(chunk[i])}
+                       for i in range(len(chunk))]
         answers, start = [], 0
         for request in requests:
             answers.append([self._customer_score(c, row) for c, row in
                             zip(request.customers, scored[start:start + request.size], strict=True)])
             start += request.size
         return answers
+
+    def _rules(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The eligibility rule columns of an encoded row (the scores carry only the reason sentence)."""
+        return {ineligible_rule_column(name): row[ineligible_rule_column(name)] for name in self.scorer.judged_outcomes}
 
     def _customer_score(self, customer: ParsedCustomer, values: dict[str, Any], cls: type = CustomerScore,
                         **extra: Any) -> Any:
@@ -136,7 +149,13 @@ class JourneyScoring:
             model_version=self.identity.version,
             n_events_received=customer.n_events,
             n_events_used=int(values["n_events"]),
-            scores={name: float(values[f"p_{name}"]) for name in self.outcomes},
+            scores={name: float(values[f"p_{name}"]) for name in self.outcomes
+                    if values.get(ineligible_rule_column(name)) is None},
+            flags={name: bool(values[f"flag_{name}"]) for name in self.outcomes
+                   if f"flag_{name}" in values and values.get(ineligible_rule_column(name)) is None},
+            ineligible={name: Ineligible(rule=values[ineligible_rule_column(name)],
+                                         reason=values[ineligible_reason_column(name)])
+                        for name in self.scorer.judged_outcomes if values.get(ineligible_rule_column(name)) is not None},
             next_events=next_events,
             out_of_vocabulary=[OutOfVocabulary(**entry) for entry in customer.oov],
             out_of_vocabulary_count=customer.oov_count,
@@ -152,8 +171,10 @@ class JourneyScoring:
         rows = encode_examples(self.preprocessor, parsed.events, parsed.examples)
         frame, explanations = explain_rows(self.scorer, rows, top_k=self.config.top_reasons)
         answers = []
-        for customer, sent, row, explanation in zip(parsed.customers, customers, frame.to_dict("records"),
-                                                    explanations, strict=True):
+        rules = rows.select([ineligible_rule_column(n) for n in self.scorer.judged_outcomes]).to_pylist()
+        for customer, sent, row, explanation, rule in zip(parsed.customers, customers, frame.to_dict("records"),
+                                                          explanations, rules, strict=True):
+            row = {**row, **rule}
             n_used = int(row["n_events"])
             used = customer.model_order[len(customer.model_order) - n_used:]  # request indices, oldest first
             position = {int(index): p for p, index in enumerate(used)}
@@ -169,8 +190,12 @@ class JourneyScoring:
                     time_bucket=explanation.time_bucket[p] if p is not None else None, attention=attention,
                 ))
             reasons = {task: [Reason(**r.to_dict()) for r in found] for task, found in explanation.reasons.items()}
+            codes = {task: [ReasonCodeAnswer(code=hit.code, sentence=hit.sentence, weight=hit.weight,
+                                             events=[int(used[p]) for p in hit.events]) for hit in hits]
+                     for task, hits in explanation.reason_codes.items()}
             answers.append(self._customer_score(customer, row, CustomerExplanation, events=events, top_reasons=reasons,
-                                                explanation_method=explanation.method))
+                                                explanation_method=explanation.method, reason_codes=codes,
+                                                reasons=explanation.reason_text))
         return answers
 
     def update(self, customers: Sequence[CustomerUpdate]) -> tuple[ParsedRequest, list[tuple[int, int]]]:
@@ -241,6 +266,9 @@ class JourneyScoring:
                                   numeric_fields=list(dataset.numeric_fields)),
             vocabulary_sizes=facts["vocabulary_sizes"], max_len=facts["max_len"], top_k=self.scorer.top_k,
             limits=self.config.limits(), state_customers=len(self.states), batching=batching,
+            operating_points={name: OperatingPointInfo(calibration=entry["method"], policy=entry["policy"],
+                                                       threshold=entry["threshold"])
+                              for name, entry in (facts.get("calibration") or {}).items()},
         )
 
     def warm_up(self) -> None:
@@ -257,7 +285,8 @@ def _error_response(error: RequestError) -> JSONResponse:
 
 
 @bentoml.asgi_app(metadata_app, path="/")
-@bentoml.service(name="journey", workers=WORKERS, traffic={"timeout": 120})
+# http.host: `bentoml serve serving.service:JourneyService` listens on 127.0.0.1 unless told --host.
+@bentoml.service(name="journey", workers=WORKERS, traffic={"timeout": 120}, http={"host": "127.0.0.1"})
 class JourneyService:
     """Journey's online scoring API (see the module docstring for the endpoints)."""
 
@@ -291,7 +320,8 @@ class JourneyService:
                 parsed = await anyio.to_thread.run_sync(self.scoring.parse, customers)
         except RequestError as error:
             return _error_response(error)  # type: ignore[return-value]
-        return PredictResponse(customers=await self.batcher.submit(parsed))
+        answers = await self.batcher.submit(parsed)
+        return PredictResponse(customers=answers, ineligible=count_ineligible_answers(answers))
 
     @bentoml.api(route="/explain")
     async def explain(self, customers: list[CustomerEvents] = CUSTOMERS_FIELD) -> ExplainResponse:
@@ -300,7 +330,7 @@ class JourneyService:
             answers = await anyio.to_thread.run_sync(self.scoring.explain, customers)
         except RequestError as error:
             return _error_response(error)  # type: ignore[return-value]
-        return ExplainResponse(customers=answers)
+        return ExplainResponse(customers=answers, ineligible=count_ineligible_answers(answers))
 
     @bentoml.api(route="/update")
     async def update(self, customers: list[CustomerUpdate] = UPDATES_FIELD) -> UpdateResponse:
@@ -314,15 +344,14 @@ class JourneyService:
         except RequestError as error:
             return _error_response(error)  # type: ignore[return-value]
         scores = await self.batcher.submit(parsed)
-        return UpdateResponse(customers=[
-            UpdatedCustomerScore(**score.model_dump(), events_seen=seen, state_events=held)
-            for score, (seen, held) in zip(scores, counts, strict=True)
-        ])
+        answers = [UpdatedCustomerScore(**score.model_dump(), events_seen=seen, state_events=held)
+                   for score, (seen, held) in zip(scores, counts, strict=True)]
+        return UpdateResponse(customers=answers, ineligible=count_ineligible_answers(answers))
 
     @bentoml.api(route="/forget")
     def forget(self, customer_ids: list[str] = FORGET_FIELD) -> ForgetResponse:
         """Drop the incremental state of these customers."""
-        return ForgetResponse(forgotten=sum(self.scoring.states.forget(c) for c in customer_ids))
+        return ForgetResponse(forgotten=sum(self.scoring.states.forget(pseudonymised_id(c)) for c in customer_ids))
 
     @metadata_app.get("/metadata")
     def metadata(self) -> ModelMetadata:
@@ -332,3 +361,9 @@ class JourneyService:
             passes=stats.batches, requests=stats.items, customers=stats.customers,
             mean_customers_per_pass=stats.mean_batch, largest_pass=stats.largest,
         ))
+
+
+# Bounds, authentication and refusal logs in front of every route (serving/guard.py); BentoML's own ERROR
+# log of a refused request (its traceback holds the request's values) is dropped.
+JourneyService.add_asgi_middleware(RequestGuard)
+quiet_client_errors()

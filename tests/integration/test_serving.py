@@ -177,6 +177,47 @@ def test_predict_gives_batch_scorings_scores_for_the_same_customers_and_cutoff(c
     assert first["n_events_received"] == len(customer_payload(events, ids[0])["events"])
 
 
+def test_an_ineligible_customer_gets_the_reason_and_no_score_and_the_answer_counts_it(client, events):
+    held_back = "2024-12-01"
+    before = events[events["ts"] < pd.Timestamp(held_back, tz="UTC")]
+    closes = before[before["event_type"] == "account_close"].groupby("customer_id")["ts"].max()
+    small = before.groupby("customer_id").size()
+    closed = [c for c in closes.index if small[c] <= LIMITS["max_events"]][:2]
+    open_ = [c for c in small.index if c not in closes.index and small[c] <= LIMITS["max_events"]][:2]
+    assert len(closed) == 2 and len(open_) == 2
+    payload = {"customers": [customer_payload(events, c, cutoff=held_back + "T00:00:00Z", before=held_back)
+                             for c in closed + open_]}
+    for route in ("/predict", "/explain"):
+        response = client.post(route, json=payload)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        for answer in body["customers"][:2]:
+            day = closes[answer["customer_id"]].strftime("%Y-%m-%d")
+            assert "churn" not in answer["scores"] and "default" not in answer["scores"]
+            assert "churn" not in answer["flags"]  # no score, no flag
+            assert answer["ineligible"]["churn"] == {"rule": "account_closed", "reason": f"account closed on {day}"}
+        for answer in body["customers"][2:]:
+            assert set(answer["scores"]) == {"churn", "default", "uptake"} and answer["ineligible"] == {}
+            assert set(answer["flags"]) == {"churn", "default", "uptake"}
+        assert body["ineligible"]["churn"] == {"account_closed": 2}, route
+        if route == "/explain":  # reasons only for what was scored, and pointing at the request's own events
+            for answer, sent in zip(body["customers"], payload["customers"]):
+                assert not set(answer["reason_codes"]) & set(answer["ineligible"])
+                assert set(answer["reason_codes"]) <= set(answer["scores"])
+                for hits in answer["reason_codes"].values():
+                    for hit in hits:
+                        assert hit["code"] and hit["sentence"] and hit["events"]
+                        assert all(0 <= i < len(sent["events"]) for i in hit["events"])
+                        assert all(answer["events"][i]["used"] for i in hit["events"])
+            assert any(answer["reason_codes"] for answer in body["customers"][2:])
+    points = client.get("/metadata").json()["operating_points"]
+    assert set(points) == {"churn", "default", "uptake"} and points["churn"]["policy"] == "capacity:10%"
+    for answer in body["customers"][2:]:  # the flag is the threshold applied to the calibrated score
+        for name, flagged in answer["flags"].items():
+            threshold = points[name]["threshold"]
+            assert flagged == (threshold is not None and answer["scores"][name] >= threshold)
+
+
 def test_default_cutoff_is_now(client, events):
     customer = customer_payload(events, scored_customers(events, 1)[0], cutoff=None)
     before = pd.Timestamp.now(tz="UTC")
@@ -297,7 +338,7 @@ def test_explain_gives_each_events_attention_per_task_and_the_top_reasons(client
     predicted = client.post("/predict", json={"customers": customers})
     assert explained.status_code == 200, explained.text
     for answer, plain, sent in zip(explained.json()["customers"], predicted.json()["customers"], customers, strict=True):
-        assert answer["explanation_method"] == "task-query attention"
+        assert answer["explanation_method"] == "attention"  # ATRank's default: its task-query attention
         for name, value in plain["scores"].items():
             assert abs(answer["scores"][name] - value) <= 1e-5
         assert [e["index"] for e in answer["events"]] == list(range(len(sent["events"])))
@@ -319,10 +360,10 @@ def test_explain_gives_each_events_attention_per_task_and_the_top_reasons(client
     assert len([e for e in explained.json()["customers"][0]["events"] if not e["used"]]) == 30
 
 
-@pytest.mark.parametrize(("name", "method"), [("gru-attn", "attention pooling"), ("bag", "none")])
-def test_explanations_follow_the_models_attention_or_say_there_is_none(model, events, name, method):
+@pytest.mark.parametrize(("name", "method"), [("gru-attn", "occlusion"), ("bag", "integrated-gradients")])
+def test_explanations_use_the_default_method_of_the_models_family(model, events, name, method):
     from journey_model.data.preprocessing import Preprocessor
-    from journey_model.inference.explain import POOLED_TASK, explain_rows
+    from journey_model.inference.explain import explain_rows
     from journey_model.inference.scorer import Scorer
     from journey_model.models import build_model
 
@@ -331,14 +372,11 @@ def test_explanations_follow_the_models_attention_or_say_there_is_none(model, ev
     table, examples = scorer.examples_from_events(events[events["customer_id"].isin(scored_customers(events, 5))])
     frame, explanations = explain_rows(scorer, encode_examples(preprocessor, table, examples))
     plain = scorer.score_events(events[events["customer_id"].isin(scored_customers(events, 5))])
-    assert np.abs(frame["p_churn"].to_numpy() - plain["p_churn"].to_numpy()).max() < 1e-5
+    np.testing.assert_allclose(frame["p_churn"].to_numpy(), plain["p_churn"].to_numpy(), atol=1e-5)  # NaN: ineligible
     for explanation, n in zip(explanations, frame["n_events"], strict=True):
         assert explanation.method == method and len(explanation.event_type) == n
-        if method == "none":
-            assert explanation.attention == {} and explanation.reasons == {}
-        else:
-            assert set(explanation.attention) == {POOLED_TASK} == set(explanation.reasons)
-            assert abs(explanation.attention[POOLED_TASK].sum() - 1.0) < 1e-4
+        assert set(explanation.attention) == set(preprocessor.outcome_names) == set(explanation.reason_codes)
+        assert all(len(values) == n for values in explanation.attention.values())
 
 
 def test_incremental_updates_give_the_full_requests_score_with_bounded_state(client, events):
