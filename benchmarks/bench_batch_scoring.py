@@ -30,7 +30,7 @@ BENCH_MODEL_STEPS = 20  # training batches of the benchmark model
 def build_model(workdir: Path) -> Path:
     """ATRank (default size) trained for a few batches on 2,000 synthetic customers; returns the bundle."""
     bundle = workdir / "model" / "bundle"
-    if (bundle / "model.pt").exists():
+    if (bundle / "bundle.json").exists():
         return bundle
     from journey_model.data.prepare import PrepareConfig, prepare
     from journey_model.data.preprocessing import Preprocessor

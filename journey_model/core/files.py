@@ -149,5 +149,15 @@ def reading(path: str | Path, what: str = "read") -> Iterator[None]:
         raise FileReadError(read_error_message(path, error, what)) from error
 
 
+def unpickling_error_reason(error: BaseException) -> str:
+    """The line of a ``torch.load(weights_only=True)`` failure that says what was wrong (the global it refused,
+    the damage it found), without torch's advice to retry with ``weights_only=False``."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(("Weights only load failed", "Check the documentation"))]
+    line = (useful or lines or [""])[0].split(". ")[0].rstrip(".")
+    return f"{type(error).__name__}: {line}" if line else type(error).__name__
+
+
 __all__ = ["READ_ERRORS", "FileReadError", "StagedFile", "atomic_path", "read_error_message", "reading",
-           "remove_stale_temporaries", "temporary_path", "write_bytes_atomic", "write_json_atomic", "write_text_atomic"]
+           "remove_stale_temporaries", "temporary_path", "unpickling_error_reason", "write_bytes_atomic",
+           "write_json_atomic", "write_text_atomic"]

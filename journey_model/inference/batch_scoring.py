@@ -45,16 +45,24 @@ import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
-from journey_model.core.files import atomic_path, write_json_atomic
+from journey_model.core.files import READ_ERRORS, atomic_path, read_error_message, reading, write_json_atomic
 from journey_model.core.fingerprint import fingerprint
 from journey_model.core.jobs import ResumableJob
+from journey_model.core.pseudonyms import key_from_env, key_id, pseudonymise
 from journey_model.core.resources import peak_rss_mb
 from journey_model.core.settings import option
 from journey_model.data.eligibility import count_ineligible, ineligible_rule_column, merge_counts
-from journey_model.data.partitioning import event_files, partition_count, spill_by_customer
+from journey_model.data.partitioning import event_files, partition_count, spill_by_customer, total_rows_of
 from journey_model.data.schema import CUSTOMER_ID, TIMESTAMP, TIMESTAMP_TYPE, conform_table
 from journey_model.data.sequences import CUTOFF, encode_examples, timestamps_to_micros
-from journey_model.inference.explain import REASON_TYPE, explain_rows, reasons_column
+from journey_model.inference.explain import (
+    REASON_CODE_TYPE,
+    REASON_TYPE,
+    explain_rows,
+    reason_codes_column,
+    reason_text_column,
+    reasons_column,
+)
 from journey_model.inference.scorer import ModelIdentity, Scorer, ScoringError, open_bundle
 
 log = logging.getLogger(__name__)
@@ -94,11 +102,16 @@ class BatchScoringConfig:
     torch_threads: int = option(1, "intra-op threads of the local engine; 0 = all cores. One was fastest on a "
                                 "shared 2-core machine; raise it on a dedicated many-core one (Spark tasks use 1) "
                                 "[threads]")
+    pseudonymise: bool = option(False, "the events hold raw customer ids: score and write them as keyed pseudonyms "
+                                "(the key from {KEY_ENV}, as `journey ingest --pseudonymise` writes them)")
     progress: bool = option(True, "progress bars on stderr (-q turns them off)")
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise BatchScoringError(f"engine {self.engine!r}: expected one of {list(ENGINES)}")
+        if self.pseudonymise and self.engine != "local":
+            raise BatchScoringError("pseudonymise works with the local engine; for Spark, pseudonymise at ingest "
+                                    "(journey ingest --pseudonymise)")
         if self.chunk_customers < 1 or self.events_per_partition < 1 or self.top_reasons < 0:
             raise BatchScoringError(
                 f"chunk_customers ({self.chunk_customers}) and events_per_partition ({self.events_per_partition}) "
@@ -186,6 +199,8 @@ def output_schema(scorer: Scorer, top_reasons: int) -> pa.Schema:
     columns += [pa.field(ineligible_rule_column(name), pa.string()) for name in scorer.judged_outcomes]
     if top_reasons:
         columns.append(pa.field("top_reasons", pa.list_(REASON_TYPE)))
+        columns.append(pa.field("reason_codes", pa.list_(REASON_CODE_TYPE)))
+        columns.append(pa.field("reasons", pa.string()))  # the reason codes as one readable line
     return pa.schema(columns)
 
 
@@ -229,17 +244,30 @@ def score_events_table(
         arrays[ineligible_rule_column(name)] = rows.column(ineligible_rule_column(name))
     if top_reasons:
         arrays["top_reasons"] = reasons_column(explanations)
+        arrays["reason_codes"] = reason_codes_column(explanations)
+        arrays["reasons"] = reason_text_column(explanations)
     return pa.Table.from_arrays([arrays[f.name] for f in schema], schema=schema), skipped
 
 
-def _fingerprint(config: BatchScoringConfig, identity: ModelIdentity, files: list[Path]) -> str:
-    """Same model, input files (name, size, mtime), cut-off spec and options -> same fingerprint."""
+def _fingerprint(config: BatchScoringConfig, identity: ModelIdentity, files: list[Path], key: bytes | None) -> str:
+    """Same model, input files (name, size, mtime), cut-off spec, options and pseudonym key -> same fingerprint."""
     facts: dict[str, Any] = {
         "model": [identity.name, identity.version, identity.artifact_hash],
         "files": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files],
         "options": [config.cutoff, config.top_reasons, config.events_per_partition],
     }
+    if key is not None:  # only then, so that fingerprints of earlier jobs stay valid
+        facts["pseudonym_key"] = key_id(key)
     return fingerprint(facts)
+
+
+def _with_pseudonyms(key: bytes) -> Callable[[pa.Table], pa.Table]:
+    """A batch mapper that replaces canonical events' customer ids by their keyed pseudonyms."""
+    def mapped(table: pa.Table) -> pa.Table:
+        index = table.column_names.index(CUSTOMER_ID)
+        return table.set_column(index, table.schema.field(index), pseudonymise(table.column(CUSTOMER_ID), key))
+
+    return mapped
 
 
 # --------------------------------------------------------------------------------------------- local engine
@@ -252,7 +280,8 @@ class _LocalJob:
         self.identity = identity
         self.files = event_files(Path(config.events_dir))
         self.dataset = scorer.preprocessor.dataset
-        self.fingerprint = _fingerprint(config, identity, self.files)
+        self.key = key_from_env() if config.pseudonymise else None
+        self.fingerprint = _fingerprint(config, identity, self.files, self.key)
         self.output = ResumableJob(config.out_dir, self.fingerprint, state_file=JOB_FILE, manifest_file=MANIFEST_FILE)
         self.out, self.work = self.output.out, self.output.work
         self.overwrite = overwrite
@@ -280,7 +309,7 @@ class _LocalJob:
 
     def spill(self, state: dict[str, Any]) -> dict[str, Any]:
         """Pass 1: hash-partition every event by customer into the work folder."""
-        total_rows = sum(pq.ParquetFile(p).metadata.num_rows for p in self.files)
+        total_rows = total_rows_of(self.files)
         partitions = partition_count(self.files, self.config.events_per_partition)
         spill = self.work / "spill"
         shutil.rmtree(spill, ignore_errors=True)
@@ -293,7 +322,8 @@ class _LocalJob:
                 after_cutoff += int(np.count_nonzero(timestamps_to_micros(table.column(TIMESTAMP)) >= cutoff))
 
         spill_by_customer(self.files, self.dataset, spill, partitions, self.config.batch_rows,
-                          on_batch=count_after_cutoff, progress=self.config.progress)
+                          on_batch=count_after_cutoff, progress=self.config.progress,
+                          map_batch=None if self.key is None else _with_pseudonyms(self.key))
         state.update(spilled=True, partitions=partitions, events=total_rows, events_after_cutoff=after_cutoff)
         return self.output.save_state(state)
 
@@ -306,10 +336,14 @@ class _LocalJob:
         with (atomic_path(self.out / f"part-{partition:05d}.parquet") as temporary,
               pq.ParquetWriter(temporary, schema, compression="zstd") as writer):
             if spill_file.exists():
-                events = pq.read_table(spill_file)
+                with reading(spill_file, "read the spilled events"):
+                    events = pq.read_table(spill_file)
                 for chunk in _customer_chunks(events, self.config.chunk_customers):
-                    table, n_skipped = score_events_table(self.scorer, self.identity, chunk, cutoff,
-                                                          self.config.top_reasons)
+                    try:
+                        table, n_skipped = score_events_table(self.scorer, self.identity, chunk, cutoff,
+                                                              self.config.top_reasons)
+                    except READ_ERRORS as error:  # values a corrupt input page decoded to (read without error)
+                        raise BatchScoringError(self._bad_partition(partition, chunk, error)) from error
                     writer.write_table(table)
                     merge_counts(ineligible, count_ineligible(table, self.scorer.judged_outcomes))
                     written += table.num_rows
@@ -318,6 +352,24 @@ class _LocalJob:
         counts = {"customers": written, "skipped_no_history": skipped, "ineligible": ineligible}
         self.output.mark_done(partition, counts)
         return counts
+
+    def _bad_partition(self, partition: int, chunk: pa.Table, error: BaseException) -> str:
+        """Which input the events that broke scoring came from: the event files of the first customer of the
+        chunk (a partition mixes customers of every file), found by re-reading only that customer."""
+        first = chunk.column(CUSTOMER_ID)[0].as_py()
+        files = [str(path) for path in self.files if self._holds_customer(path, first)] or [str(self.config.events_dir)]
+        where = ", ".join(files[:3]) + (" ..." if len(files) > 3 else "")
+        return (read_error_message(where, error, f"score partition {partition} (customers from {first!r} on)")
+                + "; no part was written for it")
+
+    def _holds_customer(self, path: Path, customer: str) -> bool:
+        try:
+            ids = pq.read_table(path, columns=[CUSTOMER_ID]).column(CUSTOMER_ID)
+        except READ_ERRORS:
+            return True  # a file that no longer reads is a suspect too
+        if self.key is not None:  # spilled ids are pseudonyms
+            ids = pseudonymise(ids, self.key)
+        return bool(pc.any(pc.equal(ids, customer)).as_py())
 
 
 def _customer_chunks(events: pa.Table, chunk_customers: int) -> Iterator[pa.Table]:
@@ -443,6 +495,8 @@ def spark_schema_ddl(schema: pa.Schema) -> str:
             return "timestamp"
         if pa.types.is_int32(kind):
             return "int"
+        if pa.types.is_boolean(kind):  # flag_<outcome> of a calibrated model
+            return "boolean"
         if pa.types.is_floating(kind):
             return "double"
         if pa.types.is_list(kind):

@@ -6,9 +6,13 @@ every path turns events into ids, buckets and scores with the same code
 (:func:`journey_model.data.sequences.encode_examples` and
 :func:`journey_model.data.batch.collate_examples`).
 
-A saved model bundle is a folder with ``model.pt`` (model name, config, tasks and weights) and
-``preprocessing.json``, and ``calibration.json`` when the model was calibrated; :meth:`Scorer.save` writes it,
-:meth:`Scorer.load` reads it back in a process that has nothing else on hand.
+A saved model bundle (version 2) is a folder with ``weights.safetensors`` (the weights: tensors only),
+``model.json`` (model name, config, tasks, top-k), ``preprocessing.json``, ``calibration.json`` when the model
+was calibrated, and ``bundle.json``, the manifest: the bundle version and the sha256 of every other file (and
+its own checksum). :meth:`Scorer.save` writes it, :meth:`Scorer.load` verifies every file against the manifest
+before it reads any, then reads it back in a process that has nothing else on hand. Nothing in a bundle is
+unpickled: a version-1 bundle (a pickled ``model.pt``, no checksums) is read with ``torch.load(weights_only=True)``
+(tensors and plain values; any other object is refused) and a warning to re-export it.
 
 **Calibrated scores.** With a calibration (:mod:`journey_model.models.calibration`), ``p_<outcome>`` is the
 *calibrated* probability (the raw sigmoid is not kept), and each outcome with an operating point gets a
@@ -18,19 +22,25 @@ boolean ``flag_<outcome>`` column (``p >= threshold``; a NaN probability is neve
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import safetensors
+import safetensors.torch
 import torch
 
-from journey_model.core.files import atomic_path, write_text_atomic
-from journey_model.core.fingerprint import file_digest
+from journey_model.core.files import unpickling_error_reason, write_bytes_atomic, write_text_atomic
+from journey_model.core.fingerprint import file_digest, fingerprint
 from journey_model.data.batch import SequenceBatch, collate_examples
 from journey_model.data.eligibility import ineligible_reason_column, outcomes_with_rules
 from journey_model.data.features import EOS_ID, EVENT_TYPE_SPECIAL_IDS
+from journey_model.data.preprocessing import ARTIFACT_FILE as PREPROCESSING_FILE
 from journey_model.data.preprocessing import Preprocessor
 from journey_model.data.schema import CUSTOMER_ID, EVENT_TYPE, TIMESTAMP, TIMESTAMP_TYPE, conform_table
 from journey_model.data.sequences import CUTOFF, encode_examples
@@ -41,8 +51,14 @@ from journey_model.models.output import ModelOutput
 from journey_model.models.registry import config_fields
 from journey_model.models.tasks import Task
 
-MODEL_FILE = "model.pt"
-BUNDLE_VERSION = 1
+MANIFEST_FILE = "bundle.json"  # what makes a folder a bundle: its version and the sha256 of every other file
+MODEL_CONFIG_FILE = "model.json"  # model name, config, tasks, top-k
+WEIGHTS_FILE = "weights.safetensors"
+LEGACY_MODEL_FILE = "model.pt"  # bundle version 1: a pickle, read only with torch.load(weights_only=True)
+BUNDLE_VERSION = 2
+BUNDLE_FILES = (MODEL_CONFIG_FILE, WEIGHTS_FILE, PREPROCESSING_FILE)  # in every bundle; calibration.json optional
+
+log = logging.getLogger(__name__)
 
 
 class ScoringError(ValueError):
@@ -63,46 +79,93 @@ class Scorer:
 
     # ------------------------------------------------------------------ persistence
     def save(self, folder: str | Path) -> Path:
-        """Write the bundle (``model.pt`` + ``preprocessing.json`` [+ ``calibration.json``]) into ``folder``,
-        atomically per file."""
+        """Write the bundle into ``folder``: ``weights.safetensors``, ``model.json``, ``preprocessing.json``
+        [+ ``calibration.json``], each atomically, then the manifest ``bundle.json`` with their sha256."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         config = getattr(self.model, "config", None)
-        payload = {
+        description = {
             "version": BUNDLE_VERSION,
             "model_name": self.model.model_name,
             "config": dataclasses.asdict(config) if dataclasses.is_dataclass(config) else {},
             "tasks": [t.value for t in self.model.tasks],
-            "state_dict": self.model.state_dict(),
             "top_k": self.top_k,
         }
-        with atomic_path(folder / MODEL_FILE) as temporary:
-            torch.save(payload, temporary)
-        self.preprocessor.save(folder)
+        # Each tensor its own contiguous copy: safetensors refuses tensors that share memory (tied weights).
+        tensors = {k: v.detach().cpu().contiguous().clone() for k, v in self.model.state_dict().items()}
+        write_bytes_atomic(folder / WEIGHTS_FILE, safetensors.torch.save(tensors))
+        write_text_atomic(folder / MODEL_CONFIG_FILE, json.dumps(description, indent=1, sort_keys=True))
+        self.preprocessor.save(folder / PREPROCESSING_FILE)
+        files = list(BUNDLE_FILES)
         if self.calibration is not None:
             write_text_atomic(folder / CALIBRATION_FILE, self.calibration.dumps())
+            files.append(CALIBRATION_FILE)
         else:
             (folder / CALIBRATION_FILE).unlink(missing_ok=True)  # a stale one would calibrate another model
+        (folder / LEGACY_MODEL_FILE).unlink(missing_ok=True)  # saved over a version-1 bundle
+        seal_bundle(folder, files)
         return folder
 
     @classmethod
     def load(cls, folder: str | Path, batch_size: int = 256) -> Scorer:
+        """The bundle in ``folder``, every file checked against the manifest's sha256 before it is read.
+
+        A missing, changed, truncated or zeroed file is a :class:`ScoringError` naming it. A version-1 bundle
+        (``model.pt``) is read with ``torch.load(weights_only=True)`` — tensors and plain values only, no code
+        runs — and a warning: it has no checksums; ``Scorer.load(folder).save(folder)`` re-exports it.
+        """
         folder = Path(folder)
-        if not (folder / MODEL_FILE).exists():
-            raise ScoringError(f"{folder}: no {MODEL_FILE}; not a Journey model bundle")
-        payload = torch.load(folder / MODEL_FILE, map_location="cpu", weights_only=False)
-        if payload.get("version") != BUNDLE_VERSION:
-            raise ScoringError(f"{folder / MODEL_FILE}: bundle version {payload.get('version')!r}, expected {BUNDLE_VERSION}")
-        preprocessor = Preprocessor.load(folder)
-        name = payload["model_name"]
+        if not (folder / MANIFEST_FILE).is_file() and (folder / LEGACY_MODEL_FILE).is_file():
+            return cls._load_version_1(folder, batch_size)
+        contents = read_bundle(folder)
+        description = _parse(folder / MODEL_CONFIG_FILE, lambda: json.loads(contents[MODEL_CONFIG_FILE]))
+        preprocessor = _parse(folder / PREPROCESSING_FILE, lambda: Preprocessor.from_dict(
+            json.loads(contents[PREPROCESSING_FILE]), source=str(folder / PREPROCESSING_FILE)))
+        weights = _parse(folder / WEIGHTS_FILE, lambda: safetensors.torch.load(contents[WEIGHTS_FILE]))
+        if description.get("version") != BUNDLE_VERSION:
+            raise ScoringError(f"{folder / MODEL_CONFIG_FILE}: bundle version {description.get('version')!r}, "
+                               f"expected {BUNDLE_VERSION}")
+        calibration = None
+        if CALIBRATION_FILE in contents:
+            calibration = _parse(folder / CALIBRATION_FILE,
+                                 lambda: Calibration.from_json(json.loads(contents[CALIBRATION_FILE])))
+        return cls._build(folder / MODEL_CONFIG_FILE, folder / WEIGHTS_FILE, description, weights, preprocessor,
+                          calibration, batch_size)
+
+    @classmethod
+    def _load_version_1(cls, folder: Path, batch_size: int) -> Scorer:
+        """A bundle of Journey before version 2 (a pickled ``model.pt``), read without running any code."""
+        path = folder / LEGACY_MODEL_FILE
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # UnpicklingError (a global it refuses), RuntimeError / EOFError (damaged) …
+            raise ScoringError(
+                f"{path}: a version-1 model bundle (a pickle) that cannot be read as plain weights "
+                f"({unpickling_error_reason(error)}); it is not unpickled any further. Re-export the model "
+                f"with this Journey (version-{BUNDLE_VERSION} bundles: safetensors, JSON, sha256 manifest)") from error
+        if not isinstance(payload, dict) or payload.get("version") != 1 or "state_dict" not in payload:
+            raise ScoringError(f"{path}: not a Journey version-1 model bundle; re-export the model with this Journey")
+        log.warning("%s: a version-1 model bundle (pickled model.pt, read with weights_only=True; no checksums to "
+                    "verify it against): re-export it with Scorer.load(folder).save(folder)", path)
+        preprocessor = _parse(folder / PREPROCESSING_FILE, lambda: Preprocessor.load(folder))
+        calibration = None
+        if (folder / CALIBRATION_FILE).is_file():
+            calibration = _parse(folder / CALIBRATION_FILE, lambda: Calibration.read(folder / CALIBRATION_FILE))
+        return cls._build(path, path, payload, payload["state_dict"], preprocessor, calibration, batch_size)
+
+    @classmethod
+    def _build(cls, description_path: Path, weights_path: Path, description: dict[str, Any],
+               weights: dict[str, torch.Tensor], preprocessor: Preprocessor, calibration: Calibration | None,
+               batch_size: int) -> Scorer:
+        name = description["model_name"]
         # Bundles saved while model configs still held training settings (optimizer, learning_rate, ...) carry
         # them in their config; the model never read them, so they are dropped. Any other unknown key still fails.
         accepted = config_fields(name)
-        config = {k: v for k, v in payload["config"].items() if k in accepted or k not in LEGACY_TRAINING_FIELDS}
-        model = build_model(name, preprocessor.feature_spec(), tasks=payload["tasks"], **config)
-        model.load_state_dict(payload["state_dict"])
-        calibration = Calibration.read(folder / CALIBRATION_FILE) if (folder / CALIBRATION_FILE).exists() else None
-        return cls(model, preprocessor, top_k=payload.get("top_k", 3), batch_size=batch_size, calibration=calibration)
+        config = {k: v for k, v in description["config"].items() if k in accepted or k not in LEGACY_TRAINING_FIELDS}
+        model = build_model(name, preprocessor.feature_spec(), tasks=description["tasks"], **config)
+        _parse(weights_path, lambda: model.load_state_dict(weights))
+        return cls(model, preprocessor, top_k=description.get("top_k", 3), batch_size=batch_size,
+                   calibration=calibration)
 
     # ------------------------------------------------------------------ metadata
     @property
@@ -259,14 +322,14 @@ class ModelIdentity:
 
 
 def open_bundle(folder: str | Path, batch_size: int = 256) -> tuple[Scorer, ModelIdentity]:
-    """A :class:`Scorer` and its identity from a bundle folder (``model.pt`` + ``preprocessing.json``).
+    """A :class:`Scorer` and its identity from a bundle folder (``bundle.json`` + the files it lists).
 
     MLflow model URIs (``models:/NAME@ALIAS`` …) are opened one layer up, by
     :func:`journey_model.tracking.loading.open_model`, which reads the bundle inside the logged model.
     """
     path = Path(folder)
-    if not (path / MODEL_FILE).exists():
-        raise ScoringError(f"model {str(folder)!r}: not a model bundle folder (no {MODEL_FILE}); MLflow model URIs "
+    if not is_bundle(path):
+        raise ScoringError(f"model {str(folder)!r}: not a model bundle folder (no {MANIFEST_FILE}); MLflow model URIs "
                            "are opened by journey_model.tracking.loading.open_model")
     scorer = Scorer.load(path, batch_size=batch_size)
     return scorer, bundle_identity(scorer, name=path.resolve().name, version=bundle_hash(path), uri=str(folder))
@@ -280,8 +343,108 @@ def bundle_identity(scorer: Scorer, name: str, version: str, uri: str, alias: st
 
 
 def bundle_hash(folder: Path) -> str:
-    """Content hash of a bundle's files: two bundles with the same hash score identically."""
-    files = [folder / MODEL_FILE, folder / "preprocessing.json"]
-    if (folder / CALIBRATION_FILE).exists():
-        files.append(folder / CALIBRATION_FILE)
-    return file_digest(files, length=12)
+    """Content hash of a bundle's files (from the sha256 its manifest records for each): two bundles with the
+    same hash score identically. :meth:`Scorer.load` is what checks the files against the manifest."""
+    folder = Path(folder)
+    if not (folder / MANIFEST_FILE).is_file() and (folder / LEGACY_MODEL_FILE).is_file():  # version 1, as it was
+        files = [folder / LEGACY_MODEL_FILE, folder / PREPROCESSING_FILE]
+        return file_digest(files + ([folder / CALIBRATION_FILE] if (folder / CALIBRATION_FILE).exists() else []),
+                           length=12)
+    return fingerprint(_read_manifest(folder)["files"], length=12)
+
+
+# ------------------------------------------------------------------------------------------ the bundle's files
+
+
+def is_bundle(folder: str | Path) -> bool:
+    """Whether ``folder`` is a model bundle (of this version, or a version-1 one that loading refuses)."""
+    folder = Path(folder)
+    return (folder / MANIFEST_FILE).is_file() or (folder / LEGACY_MODEL_FILE).is_file()
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _manifest_checksum(manifest: dict[str, Any]) -> str:
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    return sha256_hex(json.dumps(body, sort_keys=True).encode())
+
+
+def seal_bundle(folder: str | Path, files: list[str]) -> Path:
+    """Write ``bundle.json``: the bundle version and the sha256 of each of ``files`` as they are on disk now."""
+    folder = Path(folder)
+    manifest: dict[str, Any] = {
+        "format": "journey-model-bundle",
+        "version": BUNDLE_VERSION,
+        "files": {name: sha256_hex((folder / name).read_bytes()) for name in sorted(files)},
+    }
+    manifest["manifest_sha256"] = _manifest_checksum(manifest)
+    return write_text_atomic(folder / MANIFEST_FILE, json.dumps(manifest, indent=1, sort_keys=True))
+
+
+def _read_manifest(folder: Path) -> dict[str, Any]:
+    path = folder / MANIFEST_FILE
+    if not path.is_file():
+        if (folder / LEGACY_MODEL_FILE).is_file():
+            raise ScoringError(f"{folder / LEGACY_MODEL_FILE}: a version-1 model bundle, without checksums: re-export "
+                               "it with Scorer.load(folder).save(folder)")
+        raise ScoringError(f"{folder}: no {MANIFEST_FILE}; not a Journey model bundle")
+    try:
+        manifest = json.loads(path.read_bytes())
+        files = manifest["files"]
+        recorded = manifest["manifest_sha256"]
+        if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+            raise TypeError("'files' is not a map of file name to sha256")
+    except (ValueError, KeyError, TypeError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ScoringError(f"{path}: damaged bundle manifest ({type(error).__name__}: {error}); "
+                           "re-export the bundle") from error
+    if recorded != _manifest_checksum(manifest):
+        raise ScoringError(f"{path}: damaged bundle manifest (its contents do not match its own sha256); "
+                           "re-export the bundle")
+    if manifest.get("version") != BUNDLE_VERSION:
+        raise ScoringError(f"{path}: bundle version {manifest.get('version')!r}; this Journey reads version "
+                           f"{BUNDLE_VERSION}: re-export the model with this Journey")
+    unknown = sorted(set(files) - {*BUNDLE_FILES, CALIBRATION_FILE})
+    missing = sorted(set(BUNDLE_FILES) - set(files))
+    if unknown or missing:
+        raise ScoringError(f"{path}: lists {unknown or 'no unknown files'} and lacks {missing or 'nothing'}; "
+                           f"a bundle holds {list(BUNDLE_FILES)} [+ {CALIBRATION_FILE}]")
+    return manifest
+
+
+def read_bundle(folder: str | Path) -> dict[str, bytes]:
+    """The bytes of every file the manifest lists, each checked against its sha256 before it is used.
+
+    Raises :class:`ScoringError` naming the file that is missing, changed, truncated or zeroed, or that lies
+    in the folder without being listed (a calibration the manifest does not know would change the scores).
+    """
+    folder = Path(folder)
+    manifest = _read_manifest(folder)
+    if CALIBRATION_FILE not in manifest["files"] and (folder / CALIBRATION_FILE).exists():
+        raise ScoringError(f"{folder / CALIBRATION_FILE}: not listed in {MANIFEST_FILE}; it is not part of this "
+                           "bundle (remove it, or re-export the bundle with it)")
+    contents = {}
+    for name, expected in manifest["files"].items():
+        path = folder / name
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            raise ScoringError(f"{path}: listed in {MANIFEST_FILE} but cannot be read ({error.strerror or error})") \
+                from error
+        actual = sha256_hex(data)
+        if actual != expected:
+            raise ScoringError(f"{path}: changed or damaged ({len(data)} bytes, sha256 {actual[:16]}…; "
+                               f"{MANIFEST_FILE} records {expected[:16]}…); not loading it: re-export the bundle")
+        contents[name] = data
+    return contents
+
+
+def _parse(path: Path, read: Any) -> Any:
+    """``read()``, its errors turned into a :class:`ScoringError` naming ``path``."""
+    try:
+        return read()
+    except ScoringError:
+        raise
+    except (ValueError, KeyError, TypeError, RuntimeError, safetensors.SafetensorError) as error:  # our errors too
+        raise ScoringError(f"{path}: not readable as a bundle file ({type(error).__name__}: {error})") from error

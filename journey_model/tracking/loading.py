@@ -14,12 +14,13 @@ import mlflow
 from mlflow import MlflowClient
 
 from journey_model.inference.scorer import (
-    MODEL_FILE,
+    MANIFEST_FILE,
     ModelIdentity,
     Scorer,
     ScoringError,
     bundle_hash,
     bundle_identity,
+    is_bundle,
     open_bundle,
 )
 from journey_model.tracking.pyfunc import BUNDLE_ARTIFACT, load_scorer
@@ -36,14 +37,15 @@ def is_model_reference(text: str) -> bool:
 def open_model(uri: str | Path, batch_size: int = 256) -> tuple[Scorer, ModelIdentity]:
     """A :class:`Scorer` and its identity from a bundle folder or an MLflow model URI.
 
-    A folder holding ``model.pt`` is a bundle (:meth:`Scorer.load`); anything else — ``models:/NAME@ALIAS``,
-    ``models:/NAME/VERSION``, ``models:/m-<id>`` (or a bare ``m-<id>``), ``runs:/<run>/<path>``, a local MLflow
-    model folder — is read by :func:`journey_model.tracking.pyfunc.load_scorer` (the bundle inside the pyfunc model,
-    at ``artifacts/bundle/``), and the registry is asked which version an alias points at.
+    A folder holding ``bundle.json`` (or a version-1 ``model.pt``) is a bundle (:meth:`Scorer.load`); anything
+    else — ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``models:/m-<id>`` (or a bare ``m-<id>``),
+    ``runs:/<run>/<path>``, a local MLflow model folder — is read by
+    :func:`journey_model.tracking.pyfunc.load_scorer` (the bundle inside the pyfunc model, at ``artifacts/bundle/``), and
+    the registry is asked which version an alias points at.
     """
     text = str(uri)
     path = Path(text)
-    if (path / MODEL_FILE).exists():
+    if is_bundle(path):
         return open_bundle(text, batch_size=batch_size)
     if path.is_dir():  # a local MLflow model folder: named by the folder, versioned by its bundle
         scorer = _load_mlflow_scorer(text, batch_size)
@@ -51,7 +53,7 @@ def open_model(uri: str | Path, batch_size: int = 256) -> tuple[Scorer, ModelIde
                                        text)
     if not is_model_reference(text):
         raise ScoringError(
-            f"model {text!r}: neither a model bundle folder (with {MODEL_FILE}) nor an MLflow model URI "
+            f"model {text!r}: neither a model bundle folder (with {MANIFEST_FILE}) nor an MLflow model URI "
             "(models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/PATH)"
         )
     _use_the_project_tracking_store()

@@ -149,11 +149,15 @@ def attention_rows(attentions: dict[str, torch.Tensor], row: int) -> dict[str, n
     return rows
 
 
-def plot_attention(attentions: dict[str, torch.Tensor], lengths: Sequence[int], event_names: Sequence[Sequence[str]],
-                   customer_ids: Sequence[str], path: str | Path, titles: Sequence[str] | None = None) -> Path | None:
+def attention_figure(attentions: dict[str, torch.Tensor], lengths: Sequence[int], event_names: Sequence[Sequence[str]],
+                     titles: Sequence[str] | None = None) -> plt.Figure | None:
     """One heatmap per sampled customer: attention rows (task queries, pooling, self-attention received)
-    over the customer's most recent behaviours, labelled with their event types."""
-    panels = [(i, attention_rows(attentions, i)) for i in range(len(customer_ids))]
+    over the customer's most recent behaviours, labelled with their event types.
+
+    Anonymous: panels are "example 1" … "example n", in the batch's order; no customer id, value or label
+    reaches the figure (``titles`` add what the caller chooses: the model's own scores).
+    """
+    panels = [(i, attention_rows(attentions, i)) for i in range(len(lengths))]
     panels = [(i, rows) for i, rows in panels if rows]
     if not panels:
         return None
@@ -167,14 +171,26 @@ def plot_attention(attentions: dict[str, torch.Tensor], lengths: Sequence[int], 
         image = ax.imshow(matrix, aspect="auto", cmap="viridis", interpolation="nearest")
         ax.set_yticks(range(len(names)), names, fontsize=7)
         ax.set_xticks(range(length - start), list(event_names[i])[start:length], rotation=70, fontsize=6, ha="right")
-        title = f"customer {customer_ids[i]}: last {length - start} of {length} behaviours (oldest left)"
+        title = f"example {i + 1}: last {length - start} of {length} behaviours (oldest left)"
         if titles:
             title += f" — {titles[i]}"
         ax.set_title(title, fontsize=8)
         fig.colorbar(image, ax=ax, fraction=0.02, pad=0.01)
     fig.tight_layout()
-    return save_figure(fig, path)
+    return fig
 
 
-__all__ = ["plot_attention", "plot_calibration", "plot_learning_curves", "plot_reliability_before_after",
-           "plot_roc_pr", "attention_rows"]
+def plot_attention(attentions: dict[str, torch.Tensor], lengths: Sequence[int], event_names: Sequence[Sequence[str]],
+                   path: str | Path, titles: Sequence[str] | None = None) -> Path | None:
+    """:func:`attention_figure` saved to ``path`` (None when there is no attention to draw)."""
+    fig = attention_figure(attentions, lengths, event_names, titles)
+    return save_figure(fig, path) if fig is not None else None
+
+
+def figure_texts(fig: plt.Figure) -> list[str]:
+    """Every text a figure shows (titles, tick and axis labels, legends, annotations): what a reader sees."""
+    return [t.get_text() for t in fig.findobj(lambda artist: hasattr(artist, "get_text")) if t.get_text()]
+
+
+__all__ = ["attention_figure", "figure_texts", "plot_attention", "plot_calibration", "plot_learning_curves",
+           "plot_reliability_before_after", "plot_roc_pr", "attention_rows"]

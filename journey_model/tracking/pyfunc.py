@@ -31,9 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 from mlflow.models import ModelSignature
 from mlflow.types.schema import AnyType, ColSpec, Schema
 
@@ -41,13 +39,13 @@ from journey_model.data.eligibility import ineligible_reason_column
 from journey_model.data.preprocessing import Preprocessor
 from journey_model.data.schema import CUSTOMER_ID, EVENT_ID, EVENT_TYPE, TIMESTAMP
 from journey_model.data.sequences import CUTOFF
-from journey_model.inference.scorer import MODEL_FILE, Scorer, ScoringError
+from journey_model.inference.scorer import MANIFEST_FILE, Scorer, ScoringError, is_bundle
 from journey_model.models.tasks import Task
 
 BUNDLE_ARTIFACT = "bundle"  # key in `artifacts=`; MLflow stores it at <model>/artifacts/bundle/
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # journey_model/, copied into every logged model
 TORCH_PIN = "torch==2.13.0"  # the torch release every Journey model is built and served with
-SCORING_PACKAGES = ("numpy", "pandas", "pyarrow", "pyyaml", "cloudpickle", "tqdm")  # what Scorer imports
+SCORING_PACKAGES = ("numpy", "pandas", "pyarrow", "pyyaml", "cloudpickle", "tqdm", "safetensors")  # what Scorer imports
 
 
 class JourneyPyfuncModel(mlflow.pyfunc.PythonModel):
@@ -102,42 +100,31 @@ def model_signature(scorer: Scorer) -> ModelSignature:
 
 
 def input_example_events(preprocessor: Preprocessor, customers: int = 2, events_per_customer: int = 12) -> pd.DataFrame:
-    """A few customers' canonical events with cut-offs, for the model's input example.
+    """Made-up canonical events with cut-offs, for the model's input example: built from the schema alone.
 
-    Read from the event folder the dataset was prepared from when it is still there; otherwise built from
-    the vocabularies (the most frequent event types and values), so an example always exists.
+    The logged example travels with every copy of the model, so it holds nothing of a training customer and
+    never reads the event folder: customer ids ``example-1`` …, event types (the schema's vocabulary: what
+    kinds of events exist, not who did them), categorical fields the value ``example`` (read as out-of-vocabulary;
+    the vocabularies' values were seen in training), round amounts (10, 20, …) and dates from 2024-01-01.
     """
-    events_dir = (preprocessor.extra.get("prepare") or {}).get("events_dir")
-    parts = sorted((Path(events_dir) / "events").glob("part-*.parquet")) if events_dir else []
-    if parts:
-        table = pq.ParquetFile(parts[0]).read_row_group(0)
-        frame = table.to_pandas()
-        chosen = frame[CUSTOMER_ID].drop_duplicates().head(customers)
-        frame = frame[frame[CUSTOMER_ID].isin(chosen)].sort_values([CUSTOMER_ID, TIMESTAMP])
-        frame = frame.groupby(CUSTOMER_ID, sort=False).tail(events_per_customer).reset_index(drop=True)
-    else:
-        frame = _events_from_vocabularies(preprocessor, customers, events_per_customer)
+    dataset = preprocessor.dataset
+    event_types = preprocessor.vocabularies[EVENT_TYPE]
+    types = list(event_types.tokens[event_types.num_reserved:])[:events_per_customer] or ["event"]
+    start = pd.Timestamp("2024-01-01", tz="UTC")
+    rows = []
+    for c in range(1, customers + 1):
+        for i in range(events_per_customer):
+            row: dict[str, Any] = {CUSTOMER_ID: f"example-{c}", TIMESTAMP: start + pd.Timedelta(days=3 * i + c),
+                                   EVENT_TYPE: types[i % len(types)], EVENT_ID: f"example-{c}-{i + 1}"}
+            for name in dataset.categorical_fields:
+                row[name] = "example"
+            for name in dataset.numeric_fields:
+                row[name] = float(10 * (i + 1))
+            rows.append(row)
+    frame = pd.DataFrame(rows)
     last = frame.groupby(CUSTOMER_ID)[TIMESTAMP].transform("max")
     frame[CUTOFF] = (pd.to_datetime(last, utc=True) + pd.Timedelta(days=1)).dt.floor("D")
     return frame
-
-
-def _events_from_vocabularies(preprocessor: Preprocessor, customers: int, per_customer: int) -> pd.DataFrame:
-    dataset = preprocessor.dataset
-    types = [t for t in preprocessor.vocabularies[EVENT_TYPE].tokens[4:]][:per_customer] or ["event"]
-    rows = []
-    start = pd.Timestamp("2024-01-01", tz="UTC")
-    for c in range(customers):
-        for i in range(per_customer):
-            row: dict[str, Any] = {CUSTOMER_ID: f"example-{c}", TIMESTAMP: start + pd.Timedelta(days=3 * i + c),
-                                   EVENT_TYPE: types[i % len(types)], EVENT_ID: f"example-{c}-{i}"}
-            for name in dataset.categorical_fields:
-                tokens = preprocessor.vocabularies[name].tokens if name in preprocessor.vocabularies else []
-                row[name] = tokens[2] if len(tokens) > 2 else None
-            for name in dataset.numeric_fields:
-                row[name] = float(np.round(10.0 + 5 * i, 2))
-            rows.append(row)
-    return pd.DataFrame(rows)
 
 
 def model_requirements(constraints_file: Path) -> list[str]:
@@ -192,8 +179,8 @@ def load_scorer(model_uri: str, batch_size: int = 256) -> Scorer:
 
 def _scorer_from_model_dir(folder: Path, model_uri: str, batch_size: int) -> Scorer:
     bundle = folder / "artifacts" / BUNDLE_ARTIFACT
-    if not (bundle / MODEL_FILE).exists():
-        raise ScoringError(f"{model_uri}: no Journey bundle at artifacts/{BUNDLE_ARTIFACT}/{MODEL_FILE}; "
+    if not is_bundle(bundle):
+        raise ScoringError(f"{model_uri}: no Journey bundle at artifacts/{BUNDLE_ARTIFACT}/{MANIFEST_FILE}; "
                            "is this a model logged by `journey train`?")
     return Scorer.load(bundle, batch_size=batch_size)
 

@@ -199,6 +199,8 @@ class RunTracker:
             mlflow.end_run(status)
         finally:
             self._scope.close()
+        if error is not None and status == "KILLED":
+            error.add_note(f"MLflow run {self.run_id} ({self.config.model}) marked KILLED")
         return False
 
     def lightning_logger(self) -> MLFlowLogger:
@@ -344,18 +346,15 @@ class RunTracker:
             return None
         vocabulary = data.preprocessor.vocabularies["event_type"]
         names = [vocabulary.decode(row[: int(n)].tolist()) for row, n in zip(batch.event_type, batch.lengths)]
+        # Anonymous panels ("example 1" …): the model's scores only, never a customer id or a true label.
         titles = []
-        for i, ex in enumerate(examples):
+        for i in range(len(examples)):
             parts = []
             if output.outcome_logits is not None:
                 probabilities = torch.sigmoid(output.outcome_logits[i].float())
-                for j, name in enumerate(data.preprocessor.outcome_names):
-                    label = ex.get(f"y_{name}")
-                    shown = "?" if label is None or label != label else f"{float(label):.0f}"
-                    parts.append(f"{name} p={probabilities[j]:.2f} y={shown}")
+                parts = [f"{name} p={probabilities[j]:.2f}" for j, name in enumerate(data.preprocessor.outcome_names)]
             titles.append(", ".join(parts))
-        return plots.plot_attention(output.attentions, batch.lengths.tolist(), names,
-                                    [str(c) for c in batch.customer_id], path, titles)
+        return plots.plot_attention(output.attentions, batch.lengths.tolist(), names, path, titles)
 
 
 def tracked_train(config: TrainConfig, metrics_out: str | Path | None = None,

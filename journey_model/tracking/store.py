@@ -143,8 +143,9 @@ def parent_run(tracking_uri: str | None, experiment: str, run_name: str,
         run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name)
         try:
             yield run
-        except (KeyboardInterrupt, SystemExit):
+        except (KeyboardInterrupt, SystemExit) as error:
             mlflow.end_run("KILLED")
+            error.add_note(f"MLflow parent run {run.info.run_id} ({run_name}) marked KILLED")
             raise
         except BaseException:
             mlflow.end_run("FAILED")

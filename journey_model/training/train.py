@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping
 from lightning.pytorch.loggers import Logger
 
 from journey_model.core.files import write_json_atomic
@@ -38,10 +38,17 @@ from journey_model.models import build_model
 from journey_model.models.base import JourneyModel
 from journey_model.models.calibration import Calibration, CalibrationError, OperatingPolicy, fit_calibration
 from journey_model.models.tasks import parse_task
+from journey_model.training.checkpoints import (
+    CHECKSUM_SUFFIX,
+    VerifiedCheckpoint,
+    load_checkpoint,
+    verify_checkpoint,
+)
 from journey_model.training.config import ConfigError, TrainConfig, check_trainer_options
 from journey_model.training.datamodule import JourneyDataModule
 from journey_model.training.metrics import prefix_metric_keys
 from journey_model.training.module import CHECKPOINT_RUN_KEY, EpochHistory, JourneyModule
+from journey_model.training.progress import ProgressLog, wants_progress_log
 from journey_model.training.recipes import TrainingRecipe, resolve_recipe, split_overrides
 
 __all__ = ["RunRecorder", "TrainConfig", "TrainResult", "train", "trainer_kwargs"]
@@ -144,7 +151,8 @@ def _set_threads(config: TrainConfig) -> int:
 
 
 def resolve_resume(resume: str | None, run_dir: Path) -> str | None:
-    """The checkpoint to resume from: ``"last"`` = ``run_dir/last.ckpt``, a folder's last.ckpt, or a file."""
+    """The checkpoint to resume from: ``"last"`` = ``run_dir/last.ckpt``, a folder's last.ckpt, or a file;
+    checked against its sha256 sidecar (a :class:`~journey_model.training.checkpoints.CheckpointError` if not)."""
     if not resume:
         return None
     path = run_dir / "last.ckpt" if resume == "last" else Path(resume)
@@ -153,6 +161,7 @@ def resolve_resume(resume: str | None, run_dir: Path) -> str | None:
     if not path.is_file():
         raise FileNotFoundError(f"trainer.resume = {resume!r}: no checkpoint at {path} (an interrupted run leaves "
                                 "OUTPUT_DIR/MODEL/last.ckpt after its first validated epoch)")
+    verify_checkpoint(path)
     return str(path)
 
 
@@ -160,13 +169,13 @@ def checkpoint_run_id(path: str | None) -> str | None:
     """The MLflow run id a checkpoint was written under, if any."""
     if not path:
         return None
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = load_checkpoint(path)
     return (checkpoint.get(CHECKPOINT_RUN_KEY) or {}).get("mlflow_run_id")
 
 
 def _clear_checkpoints(run_dir: Path) -> None:
     """A fresh run starts from an empty checkpoint folder, so 'best' and 'last' are always this run's."""
-    for stale in run_dir.glob("*.ckpt"):
+    for stale in [*run_dir.glob("*.ckpt"), *run_dir.glob("*.ckpt" + CHECKSUM_SUFFIX)]:
         stale.unlink()
 
 
@@ -273,11 +282,14 @@ def train(config: TrainConfig, metrics_out: str | Path | None = None, callbacks:
                            min_lr_ratio=config.min_lr_ratio, run_config=config.sections())
     run_dir = Path(config.output_dir) / config.model
     resume_from = resolve_resume(config.resume, run_dir)
-    checkpoint = ModelCheckpoint(dirpath=run_dir, monitor=config.monitor, mode=config.monitor_mode,
-                                 save_last=True, filename="best", enable_version_counter=False)
+    checkpoint = VerifiedCheckpoint(dirpath=run_dir, monitor=config.monitor, mode=config.monitor_mode,
+                                    save_last=True, filename="best", enable_version_counter=False)
     history = EpochHistory()
     early = EarlyStopping(monitor=config.monitor, mode=config.monitor_mode, patience=config.patience)
-    trainer = L.Trainer(**trainer_kwargs(config, callbacks=[checkpoint, early, history, *callbacks],
+    # progress lines when no terminal shows the bars; always: a note of what an interruption stopped
+    progress_log = ProgressLog(config.model, config.progress_interval
+                               if wants_progress_log(config.progress, config.progress_interval) else None)
+    trainer = L.Trainer(**trainer_kwargs(config, callbacks=[checkpoint, early, history, progress_log, *callbacks],
                                          gradient_clip_val=recipe.grad_clip_norm, trainable=model.trainable))
     is_zero = trainer.is_global_zero
     if is_zero:
@@ -298,12 +310,12 @@ def train(config: TrainConfig, metrics_out: str | Path | None = None, callbacks:
         data.setup()
         epochs, best, throughput = 0, None, None
         if model.trainable:
-            trainer.fit(module, datamodule=data, ckpt_path=resume_from)
+            trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=True)
             epochs = trainer.current_epoch
             throughput = trainer.callback_metrics.get("train/events_per_s")
             best = checkpoint.best_model_path or None
             if best:
-                module.load_state_dict(torch.load(best, map_location="cpu", weights_only=False)["state_dict"])
+                module.load_state_dict(load_checkpoint(best)["state_dict"])
         else:
             model.fit(data.full_train_dataloader())  # count-based baselines: one counting pass
         val_metrics = _quiet_validate(trainer, module, data)

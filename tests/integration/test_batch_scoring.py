@@ -49,7 +49,7 @@ def tiny_model(root: Path) -> TinyModel:
     from journey_model.training.train import TrainConfig, train
 
     model = TinyModel(root / "synth", root / "prepared", root / "bundle")
-    if (model.bundle / "model.pt").exists():
+    if (model.bundle / "bundle.json").exists():
         return model
     generate(model.synth, customers=400, seed=5, progress=False)
     prepare(PrepareConfig(events_dir=str(model.synth), out_dir=str(model.prepared), cutoff_strategy="labels",
@@ -129,7 +129,7 @@ def test_every_customer_is_scored_once_with_the_scorers_scores_and_reasons(model
 
 def test_ineligible_customers_get_a_reason_instead_of_a_score_and_never_reach_a_ranked_list(model, tmp_path):
     held_back = "2024-12-01"  # after every labelled month: some customers closed their accounts or defaulted
-    report = score_batch(config(model, tmp_path / "scores", cutoff=held_back, top_reasons=0))
+    report = score_batch(config(model, tmp_path / "scores", cutoff=held_back))
     scored = read_scores(tmp_path / "scores").to_pandas()
     events = events_frame(model)
     before = events[events["ts"] < pd.Timestamp(held_back, tz="UTC")]
@@ -152,6 +152,12 @@ def test_ineligible_customers_get_a_reason_instead_of_a_score_and_never_reach_a_
     eligible = by_id[by_id["p_churn"].notna()]
     assert (eligible["flag_churn"] == (eligible["p_churn"] >= threshold)).all()
 
+    for customer in sorted(closed):  # no score, no reasons for churn; the reasons line names only scored outcomes
+        codes = by_id.loc[customer, "reason_codes"]
+        assert not [c for c in codes if c["task"] == "churn"]
+        assert "churn:" not in by_id.loc[customer, "reasons"]
+    with_codes = by_id[by_id["p_churn"].notna()]["reason_codes"].map(len) > 0
+    assert with_codes.mean() > 0.9
     top = ranked(scored, "churn")
     assert len(top) == len(scored) - len(closed) and not set(top["customer_id"]) & closed
     assert top["p_churn"].is_monotonic_decreasing
@@ -217,3 +223,77 @@ def test_cli_scores_and_explains_bad_options(model, tmp_path, capsys):
     assert journey(["-q", "score", "--model", str(tmp_path / "missing"), "--events", str(model.synth), "--out",
                     str(tmp_path / "other")]) == 1
     assert "neither a model bundle folder" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ damaged input, pseudonyms
+
+
+def test_corrupt_event_file_and_a_crash_in_scoring_name_the_file_and_leave_no_part(model, tmp_path, capsys,
+                                                                                 monkeypatch):
+    import shutil
+
+    import journey_model.inference.batch_scoring as batch_scoring
+
+    events = tmp_path / "events"
+    shutil.copytree(model.synth / "events", events)
+    part = sorted(events.glob("*.parquet"))[0]
+    pq.write_table(pq.read_table(part), part, compression="none")
+    damaged = bytearray(part.read_bytes())
+    for offset in range(200, len(damaged) - 4000, 97):  # page data, not the footer: the file opens
+        damaged[offset] ^= 0x5A
+    part.write_bytes(bytes(damaged))
+    code = journey(["-q", "score", "--model", str(model.bundle), "--events", str(events), "--out",
+                    str(tmp_path / "bad"), "--cutoff", CUTOFF])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err and str(part) in err, err
+
+    # a page that decodes without error to values scoring cannot take: the error names the input file(s)
+    # holding the customers being scored, and no part (and no temporary) is left behind
+    def overflow(*args, **kwargs):
+        raise OverflowError("Python int too large to convert to C long")
+
+    monkeypatch.setattr(batch_scoring, "score_events_table", overflow)
+    out = tmp_path / "crashed"
+    code = journey(["-q", "score", "--model", str(model.bundle), "--events", str(model.synth), "--out", str(out),
+                    "--cutoff", CUTOFF])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "OverflowError" in err and "score partition 0" in err and str(model.synth / "events") in err
+    assert not list(out.glob("part-*")) and not list(out.glob(".*.tmp"))
+
+
+def test_the_same_key_gives_the_same_pseudonym_in_ingest_batch_scoring_and_the_api(model, tmp_path, monkeypatch):
+    from journey_model.core.pseudonyms import KEY_ENV, pseudonym
+    from journey_model.data.ingest import ingest
+    from journey_model.data.preprocessing import Preprocessor
+    from serving.config import ServingConfig
+    from serving.requests import InputContract, parse_customers
+    from serving.schemas import CustomerEvents
+
+    monkeypatch.setenv(KEY_ENV, "a-bank-secret-of-at-least-32-characters")
+    key = b"a-bank-secret-of-at-least-32-characters"
+    frame = events_frame(model)
+    customer = sorted(frame["customer_id"].unique())[0]
+    # batch scoring of raw-id events
+    report = score_batch(config(model, tmp_path / "scores", top_reasons=0, pseudonymise=True))
+    scored = read_scores(tmp_path / "scores").column("customer_id").to_pylist()
+    assert report.customers == len(scored) and pseudonym(customer, key) in scored
+    assert not set(scored) & set(frame["customer_id"])  # no raw id in the scores
+    # ingest
+    source = tmp_path / "raw.csv"
+    source.write_text(f"cust,when,kind\n{customer},2024-01-15 10:00,login\n")
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text("dataset: {name: t, categorical_fields: [], numeric_fields: []}\n"
+                       "columns: {customer_id: cust, ts: when}\nevent_type: kind\n")
+    ingest([source], mapping, tmp_path / "ingested", progress=False, pseudonymise=True)
+    ingested = pq.read_table(tmp_path / "ingested" / "events").column("customer_id").to_pylist()
+    # the API's request parsing
+    request = CustomerEvents(customer_id=customer, cutoff="2024-03-01T00:00:00Z",
+                             events=[{"ts": "2024-01-15T10:00:00Z", "event_type": "login"}])
+    parsed = parse_customers([request], InputContract(Preprocessor.load(model.prepared)), ServingConfig())
+    assert ingested == [parsed.customers[0].customer_id] == [pseudonym(customer, key)]
+    monkeypatch.setenv(KEY_ENV, "another-secret-of-at-least-32-characters")
+    other = CustomerEvents(customer_id=customer, cutoff="2024-03-01T00:00:00Z",
+                           events=[{"ts": "2024-01-15T10:00:00Z", "event_type": "login"}])
+    assert parse_customers([other], InputContract(Preprocessor.load(model.prepared)),
+                           ServingConfig()).customers[0].customer_id != ingested[0]

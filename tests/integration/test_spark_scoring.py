@@ -167,7 +167,7 @@ def test_api_batch_spark_and_mlflow_pyfunc_give_the_same_scores(model, spark, ch
     from serving.schemas import CustomerEvents
     from serving.service import JourneyService
 
-    customers = list(expected["customer_id"][:40]) + list(expected.loc[closed, "customer_id"][:3])
+    customers = list(dict.fromkeys([*expected["customer_id"][:40], *expected.loc[closed, "customer_id"][:3]]))
     requests = [CustomerEvents.model_validate({
         "customer_id": c, "cutoff": moment.isoformat(),
         "events": [{k: (v.isoformat() if k == "ts" else v) for k, v in row.items() if v is not None and v == v}

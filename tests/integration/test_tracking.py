@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import fields
@@ -20,7 +21,8 @@ from mlflow.tracking import MlflowClient
 
 from journey_model.data.preprocessing import Preprocessor
 from journey_model.inference.scorer import Scorer
-from journey_model.tracking.pyfunc import load_scorer
+from journey_model.tracking import plots
+from journey_model.tracking.pyfunc import input_example_events, load_scorer
 from journey_model.tracking.registry import PromotionError, promote, register_run_model
 from journey_model.tracking.runs import tracked_train
 from journey_model.tracking.store import mlflow_scope, registered_model_name
@@ -36,6 +38,9 @@ def prepared(synthetic_journeys):
     return synthetic_journeys(400, seed=5, max_len=40)
 
 
+FIGURE_TEXTS: dict[str, list[str]] = {}  # every text of every figure the tracked run drew, by file name
+
+
 @pytest.fixture(scope="module")
 def tracked(prepared):
     """One tracked, registered training run in a fresh SQLite store."""
@@ -45,7 +50,15 @@ def tracked(prepared):
                          model_overrides=dict(TINY_MODEL), track=True, tracking_uri=store,
                          system_metrics_interval_s=0.5)
     environment = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL")}
-    result = tracked_train(config)
+    save_figure = plots.save_figure
+
+    def reading_texts(fig, path):  # noqa: ANN001, ANN202
+        FIGURE_TEXTS[Path(path).name] = plots.figure_texts(fig)
+        return save_figure(fig, path)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(plots, "save_figure", reading_texts)
+        result = tracked_train(config)
     # A library call leaves MLflow's process-wide settings as it found them.
     assert {k: os.environ.get(k) for k in environment} == environment
     return result, store, config
@@ -110,10 +123,41 @@ def test_the_model_is_registered_with_signature_data_hash_and_pinned_torch(track
         folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=result.model_uri))
     assert "torch==2.13.0" in (folder / "requirements.txt").read_text().splitlines()
     assert (folder / "constraints.txt").read_text().strip() == "torch==2.13.0"
-    assert (folder / "artifacts" / "bundle" / "model.pt").exists()  # the contract batch scoring relies on
+    assert (folder / "artifacts" / "bundle" / "bundle.json").exists()  # the contract batch scoring relies on
     assert (folder / "artifacts" / "bundle" / "calibration.json").exists()
     outputs = [c["name"] for c in model.signature.outputs.to_dict()]
     assert {"flag_churn", "flag_default", "flag_uptake"} <= set(outputs)
+
+
+def test_no_training_customer_reaches_the_run_the_model_or_the_plots(tracked, prepared):
+    """Customer ids, amounts and labels stay in the data: the input example is made up from the schema, the
+    attention plot shows "example 1…n" with the model's scores, and no artifact names a training customer."""
+    result, store, _ = tracked
+    events = pd.read_parquet(prepared / "synth" / "events")
+    ids = set(events["customer_id"])
+    with mlflow_scope(store):
+        model = Path(mlflow.artifacts.download_artifacts(artifact_uri=result.model_uri,
+                                                         dst_path=str(prepared / "privacy" / "model")))
+    run = Path(mlflow.artifacts.download_artifacts(run_id=result.run_id, tracking_uri=store,
+                                                   dst_path=str(prepared / "privacy" / "run")))
+    files = [p for p in [*model.rglob("*"), *run.rglob("*")] if p.is_file() and "code" not in p.parts]
+    assert any(p.name == "input_example.json" for p in files) and any(p.name == "attention.png" for p in files)
+    for path in files:
+        found = {token.decode() for token in re.findall(rb"C[0-9]{8}", path.read_bytes())}
+        assert not found & ids, f"{path} holds training customer ids {sorted(found & ids)[:3]}"
+    example = json.loads((model / "input_example.json").read_text())
+    frame = pd.DataFrame(example["data"], columns=example["columns"])
+    assert set(frame["customer_id"]) == {"example-1", "example-2"}
+    assert set(frame["amount"]) <= {float(10 * k) for k in range(1, 13)}  # round, made-up amounts
+    assert set(frame["item"]) == {"example"}  # no category value seen in training
+    shown = pd.DataFrame(input_example_events(Preprocessor.load(prepared / "ds")))
+    assert list(shown.columns) == example["columns"]  # built from the preprocessing artifact alone
+    texts = [t for name in ("attention.png", "roc_pr.png", "calibration.png", "learning_curves.png")
+             for t in FIGURE_TEXTS[name]]
+    assert not [t for t in texts if set(re.findall(r"C[0-9]{8}", t)) & ids]
+    titles = [t for t in FIGURE_TEXTS["attention.png"] if "behaviours" in t]
+    assert titles and all(re.match(r"example \d+: ", t) for t in titles)
+    assert not [t for t in titles if "y=" in t]  # no true label
 
 
 def _raw_events(prepared: Path) -> pd.DataFrame:

@@ -10,10 +10,11 @@ import torch
 
 from journey_model.data.prepare import read_split
 from journey_model.data.preprocessing import Preprocessor
-from journey_model.inference.scorer import MODEL_FILE, Scorer
+from journey_model.inference.scorer import MODEL_CONFIG_FILE, Scorer, read_bundle, seal_bundle
 from journey_model.models import ATRankConfig, build_model, list_models
 from journey_model.models.base import LEGACY_TRAINING_FIELDS
 from journey_model.models.registry import MODELS
+from journey_model.training.checkpoints import load_checkpoint
 from journey_model.training.config import ConfigError
 from journey_model.training.module import JourneyModule
 from journey_model.training.recipes import (
@@ -46,7 +47,7 @@ def test_atrank_learns_the_planted_outcomes_well_above_chance(prepared, tmp_path
     assert written["test_metrics"]["test/auc/default"] == pytest.approx(result.test_metrics["test/auc/default"])
     assert result.best_checkpoint and result.events_per_second and result.events_per_second > 0
     # the checkpoint knows the recipe it was trained with
-    recipe = torch.load(result.best_checkpoint, map_location="cpu", weights_only=False)["hyper_parameters"]["recipe"]
+    recipe = load_checkpoint(result.best_checkpoint)["hyper_parameters"]["recipe"]
     assert recipe == {"optimizer": "adam", "learning_rate": 1e-3, "lr_decay_step": None, "lr_after_decay": None,
                       "grad_clip_norm": 5.0, "weight_decay": 0.0}
 
@@ -126,15 +127,21 @@ def test_bundles_saved_with_training_settings_in_their_config_still_load(prepare
     preprocessor = Preprocessor.load(prepared)
     model = build_model("atrank", preprocessor.feature_spec(), tasks=["outcome"], **SMALL_MODEL)
     folder = Scorer(model, preprocessor).save(tmp_path / "bundle")
-    payload = torch.load(folder / MODEL_FILE, map_location="cpu", weights_only=False)
-    payload["config"].update(optimizer="adam", learning_rate=1e-3, lr_decay_step=None, lr_after_decay=None,
-                             grad_clip_norm=5.0, batch_size=64, weight_decay=0.0)  # as bundles held them before
-    torch.save(payload, folder / MODEL_FILE)
+    files = list(read_bundle(folder))
+
+    def rewrite(description: dict) -> None:  # a hand-edited model.json, the manifest sealed again
+        (folder / MODEL_CONFIG_FILE).write_text(json.dumps(description))
+        seal_bundle(folder, files)
+
+    description = json.loads((folder / MODEL_CONFIG_FILE).read_text())
+    description["config"].update(optimizer="adam", learning_rate=1e-3, lr_decay_step=None, lr_after_decay=None,
+                                 grad_clip_norm=5.0, batch_size=64, weight_decay=0.0)  # as bundles held them before
+    rewrite(description)
     loaded = Scorer.load(folder)
     assert loaded.model.config == model.config
     torch.testing.assert_close(loaded.model.state_dict(), model.state_dict())
-    payload["config"]["hiden_size"] = 8  # anything else unknown still fails
-    torch.save(payload, folder / MODEL_FILE)
+    description["config"]["hiden_size"] = 8  # anything else unknown still fails
+    rewrite(description)
     with pytest.raises(ValueError, match=r"unknown config fields \['hiden_size'\]"):
         Scorer.load(folder)
 

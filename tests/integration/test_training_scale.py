@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 from journey_model.tracking.runs import tracked_train as train
 from journey_model.training.datamodule import LengthBucketBatchSampler, RankSliceBatchSampler
 from journey_model.training.train import TrainConfig, _precision
+from pipelines.cli import main as journey
 
 TINY_MODEL = {"hidden_size": 16, "num_heads": 2, "field_dim": 8}
 
@@ -106,6 +107,30 @@ def test_bf16_mixed_precision_path_runs_on_cpu(prepared, tmp_path):
 def test_resume_without_a_checkpoint_says_where_it_looked(prepared, tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint at .*last.ckpt"):
         train(tiny_config(prepared, tmp_path, resume="last"))
+
+
+def test_a_corrupted_checkpoint_refuses_to_resume_with_one_line_naming_it(prepared, tmp_path, capsys):
+    """4 KB zeroed in the middle of last.ckpt, or the file cut short: `journey train --resume last` refuses it."""
+    config = tiny_config(prepared, tmp_path, max_epochs=1)
+    train(config)
+    run_dir = tmp_path / "runs" / "atrank"
+    assert {p.name for p in run_dir.iterdir()} >= {"last.ckpt", "last.ckpt.sha256", "best.ckpt", "best.ckpt.sha256"}
+    intact = (run_dir / "last.ckpt").read_bytes()
+    zeroed = bytearray(intact)
+    zeroed[len(intact) // 2 - 2048:len(intact) // 2 + 2048] = bytes(4096)
+    command = ["-q", "train", "--data", str(prepared), "--model", "atrank", "--task", "outcome", "--max-epochs", "2",
+               "--output-dir", str(tmp_path / "runs"), "--no-track", "--resume", "last", "--set", "hidden_size=16",
+               "--set", "num_heads=2", "--set", "field_dim=8", "--threads", "1"]
+    for damaged in (bytes(zeroed), intact[: len(intact) // 2]):
+        (run_dir / "last.ckpt").write_bytes(damaged)
+        assert journey(command) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "Traceback" not in err
+        assert f"{run_dir / 'last.ckpt'}: corrupted or changed since it was written" in err
+    (run_dir / "last.ckpt").write_bytes(intact)
+    (run_dir / "last.ckpt.sha256").unlink()  # a checkpoint nobody can vouch for is not resumed either
+    assert journey(command) == 1
+    assert "last.ckpt.sha256" in capsys.readouterr().err
 
 
 @pytest.mark.slow
