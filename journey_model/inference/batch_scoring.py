@@ -68,6 +68,7 @@ from journey_model.inference.scorer import ModelIdentity, Scorer, ScoringError, 
 log = logging.getLogger(__name__)
 
 MANIFEST_FILE = "_manifest.json"
+EXPLAIN_CHOICES = ("flagged", "all", "none")
 JOB_FILE = "job.json"  # the job state: cut-off, spill done, partition count
 CUTOFF_NOW = "now"
 CUTOFF_LAST_EVENT = "last-event"
@@ -92,6 +93,11 @@ class BatchScoringConfig:
     cutoff: str = option(CUTOFF_NOW, "score as of this ISO date/time (UTC if no offset), 'now' (job start; kept on "
                          "resume) or 'last-event' (just after each customer's last event)")
     top_reasons: int = option(3, "reasons per task in the output; 0 = none (one plain forward pass, faster)")
+    explain: str = option(
+        "flagged", "which customers get reasons: 'flagged' (flagged on any outcome at the model's operating point — "
+        "the lists a team works; every customer when the model has no operating point), 'all', or 'none'. "
+        "Reasons cost up to ~20 forward passes per customer for recurrent models (occlusion)",
+        choices=EXPLAIN_CHOICES)
     chunk_customers: int = option(1024, "customers scored together; bounds the scoring pass's memory [customers]")
     events_per_partition: int = option(2_000_000, "events per spill partition / Spark group; bounds memory and "
                                        "resume granularity [events]")
@@ -109,6 +115,10 @@ class BatchScoringConfig:
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise BatchScoringError(f"engine {self.engine!r}: expected one of {list(ENGINES)}")
+        if self.explain not in EXPLAIN_CHOICES:
+            raise BatchScoringError(f"explain {self.explain!r}: expected one of {list(EXPLAIN_CHOICES)}")
+        if self.explain == "none":
+            self.top_reasons = 0
         if self.pseudonymise and self.engine != "local":
             raise BatchScoringError("pseudonymise works with the local engine; for Spark, pseudonymise at ingest "
                                     "(journey ingest --pseudonymise)")
@@ -205,12 +215,14 @@ def output_schema(scorer: Scorer, top_reasons: int) -> pa.Schema:
 
 
 def score_events_table(
-    scorer: Scorer, identity: ModelIdentity, events: pa.Table, cutoff_micros: int | None, top_reasons: int
+    scorer: Scorer, identity: ModelIdentity, events: pa.Table, cutoff_micros: int | None, top_reasons: int,
+    explain: str = "all",
 ) -> tuple[pa.Table, int]:
     """Score every customer of ``events`` (canonical) at one cut-off (None: just after each one's last event).
 
     Returns the output rows (see :func:`output_schema`) of the customers with at least one event before the
-    cut-off, and how many customers had none (not scored).
+    cut-off, and how many customers had none (not scored). ``explain`` says who gets reasons (see
+    :class:`BatchScoringConfig`); the others get empty reason lists and a null ``reasons``.
     """
     customers = pc.unique(events.column(CUSTOMER_ID))
     if cutoff_micros is None:  # as Scorer.score_events: one microsecond after each customer's last event
@@ -227,10 +239,12 @@ def score_events_table(
     schema = output_schema(scorer, top_reasons)
     if rows.num_rows == 0:
         return schema.empty_table(), skipped
+    frame, explanations = scorer.score_rows(rows), []
     if top_reasons:
-        frame, explanations = explain_rows(scorer, rows, top_k=top_reasons, with_events=False)
-    else:
-        frame, explanations = scorer.score_rows(rows), []
+        chosen = _to_explain(scorer, frame, explain)
+        _, explained = explain_rows(scorer, rows.filter(pa.array(chosen)), top_k=top_reasons, with_events=False)
+        found = iter(explained)
+        explanations = [next(found) if wanted else None for wanted in chosen]
     arrays = {
         CUSTOMER_ID: pa.array(frame[CUSTOMER_ID], pa.string()),
         CUTOFF: rows.column(CUTOFF),
@@ -249,12 +263,20 @@ def score_events_table(
     return pa.Table.from_arrays([arrays[f.name] for f in schema], schema=schema), skipped
 
 
+def _to_explain(scorer: Scorer, frame: pd.DataFrame, explain: str) -> np.ndarray:
+    """Which scored customers get reasons: all, or those flagged on any outcome (all when there are no flags)."""
+    flags = [c for c in frame.columns if c.startswith("flag_")]
+    if explain == "all" or not flags:
+        return np.ones(len(frame), dtype=bool)
+    return frame[flags].fillna(False).astype(bool).any(axis=1).to_numpy()
+
+
 def _fingerprint(config: BatchScoringConfig, identity: ModelIdentity, files: list[Path], key: bytes | None) -> str:
     """Same model, input files (name, size, mtime), cut-off spec, options and pseudonym key -> same fingerprint."""
     facts: dict[str, Any] = {
         "model": [identity.name, identity.version, identity.artifact_hash],
         "files": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files],
-        "options": [config.cutoff, config.top_reasons, config.events_per_partition],
+        "options": [config.cutoff, config.top_reasons, config.explain, config.events_per_partition],
     }
     if key is not None:  # only then, so that fingerprints of earlier jobs stay valid
         facts["pseudonym_key"] = key_id(key)
@@ -341,7 +363,7 @@ class _LocalJob:
                 for chunk in _customer_chunks(events, self.config.chunk_customers):
                     try:
                         table, n_skipped = score_events_table(self.scorer, self.identity, chunk, cutoff,
-                                                              self.config.top_reasons)
+                                                              self.config.top_reasons, self.config.explain)
                     except READ_ERRORS as error:  # values a corrupt input page decoded to (read without error)
                         raise BatchScoringError(self._bad_partition(partition, chunk, error)) from error
                     writer.write_table(table)
@@ -555,7 +577,7 @@ def score_spark(config: BatchScoringConfig, *, overwrite: bool = False, spark: A
     total_events, all_customers, after = int(facts["events"]), int(facts["customers"]), int(facts["late"] or 0)
     buckets = max(1, math.ceil(total_events / config.events_per_partition))
     names = (identity.name, identity.version, identity.uri)
-    bundle_name, top_reasons = bundle.name, config.top_reasons
+    bundle_name, top_reasons, explain = bundle.name, config.top_reasons, config.explain
 
     def score_group(frame: pd.DataFrame) -> pd.DataFrame:
         """Runs on the executors: one bucket of whole customers -> their output rows."""
@@ -563,7 +585,7 @@ def score_spark(config: BatchScoringConfig, *, overwrite: bool = False, spark: A
         table = conform_table(pa.Table.from_pandas(frame, preserve_index=False), model.preprocessor.dataset,
                               source="spark group")
         model_identity = ModelIdentity(name=names[0], version=names[1], uri=names[2])
-        scored, _ = score_events_table(model, model_identity, table, cutoff, top_reasons)
+        scored, _ = score_events_table(model, model_identity, table, cutoff, top_reasons, explain)
         return scored.to_pandas(timestamp_as_object=False)
 
     scored = (events.withColumn("_bucket", F.pmod(F.xxhash64(CUSTOMER_ID), F.lit(buckets)))

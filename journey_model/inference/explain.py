@@ -238,26 +238,29 @@ def explain_rows(
     return pd.concat(frames, ignore_index=True), explanations
 
 
-def reasons_column(explanations: list[Explanation]) -> pa.Array:
-    """Every customer's top reasons (all tasks, largest weight first within a task) as a list<struct> column."""
+def reasons_column(explanations: Sequence[Explanation | None]) -> pa.Array:
+    """Every customer's top reasons (all tasks, largest weight first within a task) as a list<struct> column.
+
+    ``None`` (a customer not explained) gives an empty list, here and in :func:`reason_codes_column`.
+    """
     values = [
         [{"task": r.task, "event_type": r.event_type, "time_bucket": r.time_bucket, "weight": r.weight,
-          "events": r.events} for task_reasons in e.reasons.values() for r in task_reasons]
+          "events": r.events} for task_reasons in e.reasons.values() for r in task_reasons] if e else []
         for e in explanations
     ]
     return pa.array(values, type=pa.list_(REASON_TYPE))
 
 
-def reason_codes_column(explanations: list[Explanation]) -> pa.Array:
+def reason_codes_column(explanations: Sequence[Explanation | None]) -> pa.Array:
     """Every customer's reason codes (per outcome, largest weight first) as a list<struct> column."""
     values = [
         [{"task": task, "code": h.code, "sentence": h.sentence, "weight": h.weight, "events": len(h.events)}
-         for task, hits in e.reason_codes.items() for h in hits]
+         for task, hits in e.reason_codes.items() for h in hits] if e else []
         for e in explanations
     ]
     return pa.array(values, type=pa.list_(REASON_CODE_TYPE))
 
 
-def reason_text_column(explanations: list[Explanation]) -> pa.Array:
+def reason_text_column(explanations: Sequence[Explanation | None]) -> pa.Array:
     """One readable string per customer ('churn: FEE_AFTER_COMPLAINT — a fee …; … | default: …')."""
-    return pa.array([e.reason_text for e in explanations], type=pa.string())
+    return pa.array([e.reason_text if e else None for e in explanations], type=pa.string())
