@@ -27,7 +27,14 @@ from typing import Any
 
 from journey_model.core.settings import Settings
 from journey_model.training.config import TRAIN_SETTINGS, TrainConfig
-from pipelines.configs import COMPARE_SECTIONS, CompareConfig, DemoConfig, ModelsConfig, PromoteConfig
+from pipelines.configs import (
+    COMPARE_SECTIONS,
+    CompareConfig,
+    DemoConfig,
+    ModelsConfig,
+    MonitorConfig,
+    PromoteConfig,
+)
 from serving.config import SETTINGS as SERVING_SETTINGS
 from serving.config import ServingConfig
 
@@ -209,6 +216,15 @@ def _run_score(args: argparse.Namespace, config: Any) -> int:
     return 0
 
 
+def _run_monitor(args: argparse.Namespace, config: MonitorConfig) -> int:
+    from pipelines.monitor import run_monitor
+
+    result = run_monitor(config)
+    print(f"journey monitor: {result.report.summary()}\n  report {result.json_path}, figure {result.png_path}"
+          + (f", MLflow run {result.run_id}" if result.run_id else ""))
+    return result.report.exit_status
+
+
 def _run_serve(args: argparse.Namespace, config: ServingConfig) -> int:
     model = config.model_uri
     if "://" not in model and not model.startswith(("models:/", "runs:/", "m-")) and not Path(model).is_dir():
@@ -317,6 +333,13 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "write Parquet parts (customer_id, cutoff, model version, scores, top-k next events, top reasons). Parts "
         "appear atomically; an interrupted job resumes.",
         _score_settings, _run_score, _add_overwrite("replace scores (or an unfinished job) already in --out")),
+    "monitor": Subcommand(
+        "stability of a scoring run against a reference one (PSI); exit status 3 above the threshold",
+        "PSI of each score (eligible customers, the reference's quantile bins), of the input length and of the "
+        "event-type mix; OOV and missing-field rates against the model's vocabularies; volumes, eligible and "
+        "flagged shares. Writes JSON (read by the dashboard's Stability view) and a PNG; --track logs both to "
+        "MLflow. Exits 3 when any PSI is above --threshold, naming which.",
+        lambda: Settings(MonitorConfig), _run_monitor),
     "serve": Subcommand(
         "start the online prediction API (BentoML) on a host and port",
         "Serve POST /predict, /explain, /update, /forget, GET /metadata, /livez, /readyz and the OpenAPI document "

@@ -1,4 +1,5 @@
-"""Typed configs of the `journey` subcommands that belong to the pipelines layer: compare, promote, demo, models.
+"""Typed configs of the `journey` subcommands that belong to the pipelines layer: compare, promote, demo, models,
+monitor.
 
 Like every subcommand's config they are plain dataclasses whose fields carry their help text
 (:func:`journey_model.core.settings.option`), so :mod:`pipelines.cli` generates the options, ``--config`` and
@@ -78,6 +79,39 @@ class DemoConfig:
 
 
 @dataclass
+class MonitorConfig:
+    """A stability report between a reference batch-scoring run and a current one."""
+
+    reference: str = option(help="the reference scoring run: a `journey score --out` folder (part-*.parquet, "
+                            "_manifest.json)", metavar="SCORES_DIR")
+    current: str = option(help="the current scoring run, compared with the reference", metavar="SCORES_DIR")
+    events: str | None = option(
+        None, "canonical event folder both runs scored (the events before each run's cut-off are read); none = "
+        "each run's own --events from its manifest, where it still exists", metavar="EVENTS_DIR")
+    threshold: float = option(0.25, "alert (exit status 3) when any PSI is above this [PSI]")
+    bins: int = option(10, "quantile bins of the reference for the score and input-length PSI [bins]")
+    epsilon: float = option(1e-4, "bin shares below this are raised to it, so an empty bin stays finite [share]")
+    window_days: int | None = option(None, "event-type mix, OOV and missing fields over the last N days before "
+                                     "each cut-off only; none = the whole history [days]")
+    out: str | None = option(None, "the JSON report (the PNG goes beside it); none = "
+                             "WORKDIR/monitoring/<reference cut-off>_vs_<current cut-off>.json, WORKDIR being the "
+                             "folder that holds the current run", metavar="FILE")
+    track: bool = option(False, "also log the report to MLflow (params, PSI and shares as metrics, JSON and PNG)")
+    experiment: str = option("journey-monitoring", "MLflow experiment of --track")
+    tracking_uri: str | None = option(
+        None, "MLflow tracking URI (--track, and models:/ URIs of the manifests); none = $MLFLOW_TRACKING_URI, "
+        "else sqlite:///work/mlflow.db")
+    batch_rows: int = option(500_000, "events per record batch while streaming the events [rows]")
+
+    def __post_init__(self) -> None:
+        if not self.threshold > 0 or self.bins < 2 or not 0 < self.epsilon < 0.01:
+            raise ConfigError(f"threshold ({self.threshold}) must be > 0, bins ({self.bins}) >= 2 and epsilon "
+                              f"({self.epsilon}) in (0, 0.01)")
+        if self.window_days is not None and self.window_days < 1 or self.batch_rows < 1:
+            raise ConfigError(f"window_days ({self.window_days}) and batch_rows ({self.batch_rows}) must be >= 1")
+
+
+@dataclass
 class ModelsConfig:
     """Which models of the zoo are listed."""
 
@@ -86,4 +120,4 @@ class ModelsConfig:
 
 
 __all__ = ["COMPARE_SECTIONS", "DEFAULT_MODELS", "CompareConfig", "CompareOptions", "DemoConfig", "ModelsConfig",
-           "PromoteConfig"]
+           "MonitorConfig", "PromoteConfig"]

@@ -1,8 +1,8 @@
 """A monitoring report as a picture and as an MLflow run (`journey monitor --track`).
 
-:func:`plot_report` draws the report's PNG: the PSI of every index as bars against the alert threshold, then the
-reference and current distributions each PSI was computed from (score histograms over the reference's quantile
-bins, the input length, the event-type mix). Only shares are drawn: no customer id, no single customer's value.
+:func:`report_figure` draws the report (:func:`plot_report` writes it as the report's PNG): the PSI of every
+index as bars against the alert threshold, then the reference and current distributions each PSI was computed
+from (score histograms over the reference's quantile bins, the input length, the event-type mix). Only shares are drawn: no customer id, no single customer's value.
 :func:`log_report` records the report in an MLflow experiment (``journey-monitoring`` by default): the cut-offs,
 runs and models as params, every PSI and share as metrics, the JSON and the PNG as artifacts, and an ``alert`` tag.
 """
@@ -18,14 +18,19 @@ import numpy as np
 
 from journey_model.inference.monitoring import MonitoringReport
 from journey_model.tracking.plots import plt, save_figure
-from journey_model.tracking.store import ensure_experiment, mlflow_scope, quiet_mlflow_output, resolve_tracking_uri
+from journey_model.tracking.store import (
+    ensure_experiment,
+    mlflow_scope,
+    quiet_mlflow_output,
+    resolve_tracking_uri,
+)
 
 EXPERIMENT = "journey-monitoring"
 MAX_CATEGORIES = 20  # event types drawn at most (the most frequent in either run)
 
 
-def plot_report(report: MonitoringReport, path: str | Path) -> Path:
-    """The report's PNG at ``path``: PSI bars, then one panel per distribution (reference vs current)."""
+def report_figure(report: MonitoringReport) -> plt.Figure:
+    """PSI bars against the threshold, then one panel per distribution (reference vs current shares)."""
     indices = report.indices()
     panels = list(report.distributions.items())
     columns = 3
@@ -57,7 +62,12 @@ def plot_report(report: MonitoringReport, path: str | Path) -> Path:
                        else "black")
         axis.legend(fontsize=7)
     fig.tight_layout()
-    return save_figure(fig, path)
+    return fig
+
+
+def plot_report(report: MonitoringReport, path: str | Path) -> Path:
+    """The report's PNG at ``path`` (:func:`report_figure`), written atomically."""
+    return save_figure(report_figure(report), path)
 
 
 def report_metrics(report: MonitoringReport) -> dict[str, float]:
@@ -102,4 +112,4 @@ def log_report(report: MonitoringReport, json_path: str | Path, png_path: str | 
             return run.info.run_id
 
 
-__all__ = ["EXPERIMENT", "log_report", "plot_report", "report_metrics"]
+__all__ = ["EXPERIMENT", "log_report", "plot_report", "report_figure", "report_metrics"]

@@ -2,7 +2,7 @@
 
 Layers, top to bottom (README, "Architecture"; the contracts live in pyproject.toml ``[tool.importlinter]``):
 
-    pipelines > serving > journey_model.tracking > journey_model.training | journey_model.inference
+    pipelines > dashboard > serving > journey_model.tracking > journey_model.training | journey_model.inference
               > journey_model.models > journey_model.data > journey_model.core
 
 import-linter checks the static import graph; the fresh interpreters below check what importing a module
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-LIBRARY_PACKAGES = ("journey_model", "serving")
+LIBRARY_PACKAGES = ("journey_model", "serving", "dashboard")
 # Optional extras imported where they are used, so that the library works without them installed.
 OPTIONAL_IMPORTS = {"pyspark"}
 
