@@ -535,6 +535,10 @@ def fit_outcome(probabilities: Any, labels: Any, method: str = "auto", policy: O
     if method not in METHODS:
         raise CalibrationError(f"calibration method {method!r}; expected one of {METHODS}")
     p, y = known_pairs(probabilities, labels)
+    # The fit must not depend on the order rows arrive in (one process or several, batch order): the folds are
+    # drawn over rows sorted by (score, label).
+    order = np.lexsort((y, p))
+    p, y = p[order], y[order]
     positives, negatives = int(y.sum()), int(p.size - y.sum())
     smaller = min(positives, negatives)
     candidates = {"auto": ["identity", "platt", "isotonic"], "platt": ["platt"], "isotonic": ["isotonic"],

@@ -270,9 +270,13 @@ class RunTracker:
         mlflow.log_dict(result.test_metrics, "test_metrics.json")
         if result.calibration is not None:
             # After Lightning logged the raw test metrics: test/ece/… now describe the calibrated scores.
+            # MLflow shows a metric's value at its highest step: log at the step Lightning used, so the calibrated
+            # value (logged later) is the one shown, not the raw one.
             added = ("/ece/", "/ece_raw/", "/logloss/", "/logloss_raw/", "/op_", "/lift10/")
-            mlflow.log_metrics({k: v for k, v in result.test_metrics.items()
-                                if any(part in k for part in added) and np.isfinite(v)})
+            for key, value in result.test_metrics.items():
+                if any(part in key for part in added) and np.isfinite(value):
+                    step = max((m.step for m in self.client.get_metric_history(self.run_id, key)), default=0)
+                    mlflow.log_metric(key, value, step=step)
             mlflow.log_dict(result.calibration.to_json(), CALIBRATION_FILE)
         if result.validation_value is not None:
             mlflow.set_tags({RUN_TAG_PREFIX + "validation_metric": result.validation_metric,

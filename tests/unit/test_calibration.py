@@ -231,3 +231,15 @@ def test_apply_columns_keeps_nan_unflagged():
     calibration.apply_columns(columns, ["churn"])
     assert list(columns) == ["customer_id", "p_churn", "flag_churn"]
     assert math.isnan(columns["p_churn"][1]) and columns["flag_churn"].tolist() == [True, False, False]
+
+
+def test_the_fit_does_not_depend_on_the_order_of_the_rows():
+    """Several processes gather validation rows in another order than one process: same calibration."""
+    rng = np.random.default_rng(7)
+    truth = rng.random(3000)
+    labels = (rng.random(3000) < truth).astype(float)
+    scores = truth ** 3
+    shuffled = rng.permutation(3000)
+    first = fit_calibration(scores[:, None], labels[:, None], ["churn"])
+    second = fit_calibration(scores[shuffled][:, None], labels[shuffled][:, None], ["churn"])
+    assert first.to_json() == second.to_json()
