@@ -70,15 +70,20 @@ def batch_score_held_back_month(model_uri: str, events_dir: Path, out_dir: Path,
         else:
             os.environ["MLFLOW_TRACKING_URI"] = previous
     print(report.summary(), flush=True)
-    scores = read_scores(out_dir).to_pandas()
+    print_ranked(out_dir, held_back)
+    return out_dir
+
+
+def print_ranked(scores_dir: Path, cutoff: str, top: int = 5) -> None:
+    """The first outcome's ranked list of a scoring run: eligible customers only (the already-lost have no score)."""
+    scores = read_scores(scores_dir).to_pandas()
     outcomes = [c[2:] for c in scores.columns if c.startswith("p_") and not c.startswith("p_next_event_")]
     if outcomes:
-        top = ranked(scores, outcomes[0], top=5)  # eligible customers only: the already-lost have no score
+        listed = ranked(scores, outcomes[0], top=top)
         shown = ["customer_id", *(f"p_{name}" for name in outcomes)]
-        shown += [c for c in (f"flag_{outcomes[0]}",) if c in top.columns]
-        print(f"      highest p_{outcomes[0]} at {held_back} (eligible customers):")
-        print(top[shown].to_string(index=False), flush=True)
-    return out_dir
+        shown += [c for c in (f"flag_{outcomes[0]}",) if c in listed.columns]
+        print(f"      highest p_{outcomes[0]} at {cutoff} (eligible customers):")
+        print(listed[shown].to_string(index=False), flush=True)
 
 
 def run_demo(workdir: Path, customers: int = 5000, seed: int = 0, max_epochs: int = 5, progress: bool = True,

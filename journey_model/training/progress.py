@@ -94,6 +94,8 @@ class ProgressLog(Callback):
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.interval_s is None or trainer.sanity_checking or not trainer.is_global_zero or not self._epoch_started:
             return
+        if trainer.state.fn != "fit":  # the re-validation of the restored best model is not an epoch
+            return
         metrics = ", ".join(f"{key} {float(value):.4f}" for key, value in sorted(trainer.callback_metrics.items())
                             if key.startswith("val/") and key.count("/") == 1)
         log.info(f"train {self.name}: epoch {trainer.current_epoch + 1} done in "
