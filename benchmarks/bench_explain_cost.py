@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,10 +26,11 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_explanations import find_bundles  # noqa: E402 - the demo's bundles, as the explanation benchmark finds them
-from bench_serving import customers_of_length, free_port  # noqa: E402
+from bench_serving import customers_of_length  # noqa: E402
 
 from journey_model.inference.attribution import default_method  # noqa: E402
 from journey_model.inference.scorer import Scorer  # noqa: E402
+from serving.process import free_port, running_server  # noqa: E402
 
 
 def time_requests(client, url: str, payloads: list[dict], requests: int) -> list[float]:
@@ -52,29 +51,14 @@ def measure(bundle: Path, payloads: list[dict], requests: int, workdir: Path) ->
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = dict(os.environ, BENTOML_DO_NOT_TRACK="True", BENTOML_HOME=str(workdir / "bentoml_home"))
-    log_path = workdir / f"server-{bundle.parent.name}.log"
-    with open(log_path, "w") as log:
-        server = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", "--model", str(bundle), "--port",
-                                   str(port), "--max-events", "1000"], env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 180
-            while True:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"the server did not start; see {log_path}")
-                try:
-                    if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.25)
-            with httpx.Client(timeout=120) as client:
-                time_requests(client, f"{url}/predict", payloads, 10)  # warm-up
-                time_requests(client, f"{url}/explain", payloads, 5)
-                predict = time_requests(client, f"{url}/predict", payloads, requests)
-                explain = time_requests(client, f"{url}/explain", payloads, requests)
-        finally:
-            os.kill(server.pid, signal.SIGTERM)
-            server.wait(60)
+    command = [sys.executable, "-m", "pipelines.cli", "serve", "--model", str(bundle), "--port", str(port),
+               "--max-events", "1000"]
+    with running_server(command, url, workdir / f"server-{bundle.parent.name}.log", env=env, timeout_s=180), \
+            httpx.Client(timeout=120) as client:
+        time_requests(client, f"{url}/predict", payloads, 10)  # warm-up
+        time_requests(client, f"{url}/explain", payloads, 5)
+        predict = time_requests(client, f"{url}/predict", payloads, requests)
+        explain = time_requests(client, f"{url}/explain", payloads, requests)
     p50_predict, p50_explain = float(np.median(predict)), float(np.median(explain))
     return {"predict_p50_ms": p50_predict, "explain_p50_ms": p50_explain, "ratio": p50_explain / p50_predict,
             "predict_p99_ms": float(np.percentile(predict, 99)), "explain_p99_ms": float(np.percentile(explain, 99))}

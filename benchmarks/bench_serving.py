@@ -22,9 +22,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,6 +32,8 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_batch_scoring import build_model  # noqa: E402 - the same benchmark model
+
+from serving.process import free_port, running_server  # noqa: E402
 
 CUTOFF = pd.Timestamp("2025-01-01", tz="UTC")
 
@@ -113,12 +112,6 @@ def raw_forward(bundle: Path, payloads: list[dict], batch: int, threads: int = 1
     return batch * passes / (time.perf_counter() - started)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default="work/bench_batch_scoring", help="benchmark model and data")
@@ -144,22 +137,10 @@ def main() -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = dict(os.environ, BENTOML_DO_NOT_TRACK="True", BENTOML_HOME=str(workdir / "bentoml_home"))
-    log = open(workdir / "server.log", "w")  # noqa: SIM115 - closed after the server stops
-    server = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", "--model", str(bundle), "--port",
-                               str(port), "--max-events", "1000", "--workers", str(args.workers)], env=env, stdout=log,
-                              stderr=subprocess.STDOUT)
+    command = [sys.executable, "-m", "pipelines.cli", "serve", "--model", str(bundle), "--port", str(port),
+               "--max-events", "1000", "--workers", str(args.workers)]
     results = []
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the server did not start; see {workdir / 'server.log'}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.25)
+    with running_server(command, url, workdir / "server.log", env=env, timeout_s=180):
         for length in sizes:
             asyncio.run(load(url, payloads[length], 4, 2.0))  # warm-up
             for clients in client_counts:
@@ -173,10 +154,6 @@ def main() -> None:
                 print(f"{length:>4} events, {clients:>2} clients: p50 {row['p50_ms']:7.1f} ms  p99 {row['p99_ms']:7.1f} ms"
                       f"  {row['customers_per_second']:7.1f} customers/s  mean batch {row['mean_batch']:5.1f}"
                       f"  errors {row['errors']}", flush=True)
-    finally:
-        os.kill(server.pid, signal.SIGTERM)
-        server.wait(60)
-        log.close()
 
     for row in results:  # raw forward passes run after the server stopped, so they have the CPU alone
         batch = max(1, round(row["mean_batch"]))

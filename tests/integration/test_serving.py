@@ -13,10 +13,7 @@ import asyncio
 import copy
 import os
 import signal
-import socket
-import subprocess
 import sys
-import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
@@ -29,6 +26,7 @@ from test_batch_scoring import CUTOFF, TinyModel, events_frame, reference_scores
 
 from journey_model.data.sequences import encode_examples
 from journey_model.inference.batch_scoring import BatchScoringConfig, read_scores, score_batch
+from serving.process import ServerNotReady, free_port, running_server
 
 LIMITS = {"max_customers": 8, "max_events": 400, "state_customers": 3}
 CUTOFF_ISO = pd.Timestamp(CUTOFF, tz="UTC").isoformat()
@@ -442,40 +440,20 @@ def test_metadata_health_and_an_openapi_document_with_every_field_described(clie
 
 
 # ------------------------------------------------------------------------------------------ a real server
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(model, service_env, tmp_path_factory):
     """`journey serve` on 127.0.0.1:<free port>, started once for the module, stopped by its PID."""
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
     command = [sys.executable, "-m", "pipelines.cli", "serve", "--model", str(model.bundle), "--host", "127.0.0.1",
                "--port", str(port), "--max-customers", str(LIMITS["max_customers"]), "--max-events",
                str(LIMITS["max_events"]), "--state-customers", str(LIMITS["state_customers"])]
-    with open(log, "w") as output:
-        process = subprocess.Popen(command, env=dict(os.environ, **service_env), stdout=output,
-                                   stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"the server exited: {log.read_text()[-3000:]}"
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    else:
-        process.kill()
-        pytest.fail(f"the server was not ready in 120 s: {log.read_text()[-3000:]}")
-    yield url, process
-    if process.poll() is None:  # a test failed before the stop test ran
-        os.kill(process.pid, signal.SIGTERM)
-        process.wait(30)
+    try:
+        with running_server(command, url, log, env=dict(os.environ, **service_env)) as process:
+            yield url, process  # the stop test stops it first; running_server stops it if a test failed before
+    except ServerNotReady as error:
+        pytest.fail(str(error))
 
 
 def test_real_server_answers_like_the_asgi_app(server, client, events):

@@ -15,7 +15,6 @@ import copy
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -25,10 +24,11 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from test_serving import CUTOFF_ISO, _free_port, customer_payload, events, model, scored_customers  # noqa: F401
+from test_serving import CUTOFF_ISO, customer_payload, events, model, scored_customers  # noqa: F401
 
 from serving.config import ServingConfig
 from serving.guard import RequestGuard
+from serving.process import ServerNotReady, free_port, running_server
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "t0ken-for-tests-only"
@@ -43,7 +43,7 @@ ST_VENV = ROOT / ".venvs" / "schemathesis"
 @pytest.fixture(scope="module")
 def hardened(model, tmp_path_factory):  # noqa: F811
     """`bentoml serve serving.service:JourneyService --port P` (no --host), token and small limits set."""
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("hardened") / "server.log"
     env = {key: value for key, value in os.environ.items() if key not in ("BENTOML_HOST", "BENTOML_PORT")}
     env.update({
@@ -53,24 +53,12 @@ def hardened(model, tmp_path_factory):  # noqa: F811
         "JOURNEY_BODY_TIMEOUT": str(BODY_TIMEOUT), "JOURNEY_API_TOKEN": TOKEN,
     })
     command = [sys.executable, "-m", "bentoml", "serve", "serving.service:JourneyService", "--port", str(port)]
-    with open(log, "w") as output:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"the server exited: {log.read_text()[-3000:]}"
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    else:
-        process.kill()
-        pytest.fail(f"the server was not ready in 120 s: {log.read_text()[-3000:]}")
-    yield url, port, log
-    os.kill(process.pid, signal.SIGTERM)
-    process.wait(30)
+    try:
+        with running_server(command, url, log, env=env, cwd=ROOT):
+            yield url, port, log
+    except ServerNotReady as error:
+        pytest.fail(str(error))
 
 
 @pytest.fixture(scope="module")
