@@ -5,7 +5,9 @@ The job runs in two passes with memory bounded by one customer partition, not by
 1. **Scan.** Stream the canonical event parts in record batches; gather the statistics the preprocessor
    is fitted on (value counts, amount moments, time range) from the events allowed to shape it (those
    before the validation period for out-of-time splits, the training customers for customer splits); and
-   spill every event into one of N partitions by a hash of its customer id.
+   spill every event into one of N partitions by a hash of its customer id. The per-customer splits
+   (leave-last-out, case-chronological) learn who is held out only then, so they gather the fitted
+   statistics in a second read of the spilled partitions.
 2. **Build.** For each partition: sort its events by (customer, time), make the (customer, cut-off)
    examples (calendar dates, every event, or a labels table), encode them with the fitted
    :class:`~journey_model.data.preprocessing.Preprocessor` (see :mod:`journey_model.data.sequences` for the
@@ -44,7 +46,14 @@ from journey_model.data.eligibility import count_ineligible, ineligible_rule_col
 from journey_model.data.partitioning import customer_hash, event_files, partition_count, spill_by_customer
 from journey_model.data.preprocessing import FieldStatistics, PreprocessingConfig, Preprocessor
 from journey_model.data.schema import CUSTOMER_ID, TIMESTAMP, TIMESTAMP_TYPE, DatasetConfig
-from journey_model.data.sequences import CUTOFF, MICROS_PER_DAY, encode_examples, timestamps_to_micros
+from journey_model.data.sequences import (
+    CUTOFF,
+    MICROS_PER_DAY,
+    NO_SEQ,
+    SEQ,
+    encode_examples,
+    timestamps_to_micros,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +61,10 @@ SPLITS = ("train", "val", "test")
 MANIFEST_FILE = "manifest.json"
 SCAN_FILE = "scan.json"  # the job state: the fitted preprocessor and the partition count
 COUNTERS = ("dropped", "censored", "blanked", "ineligible")  # what each finished partition records
+SPLIT_CHOICES = ("time", "customer", "leave-last-out", "case-chronological")
+PER_CUSTOMER_SPLITS = ("leave-last-out", "case-chronological")  # fitted after the spill: see the module
+LAST = np.iinfo(np.int64).max
+SPLIT_COL, BOUNDARY_TS, BOUNDARY_SEQ = "_split", "_boundary_ts", "_boundary_seq"  # build-time helper columns
 
 
 class PrepareError(ValueError):
@@ -93,18 +106,21 @@ class PrepareConfig:
     labels_path: str | None = option(None, "labels table; none = EVENTS/labels.parquet", flag="--labels")
     label_horizon_days: float | None = option(
         None, "how many days after the cut-off the labels table's targets look (for purging); none = from "
-        "labels.json beside the table, else 0 [days]")
+        "labels.json beside the table, else from the synth_report.json of a synth folder, else refused [days]")
     horizon_targets: dict[str, list[Any]] = option(
         factory=dict, help="derive a binary target: EVENT_TYPE happens within DAYS after the cut-off (repeatable)",
         flag="--target", repeat=True, metavar="NAME=EVENT_TYPE@DAYS", parse=parse_targets)
     forecast_horizon_days: float = option(30.0, "window of the next-K forecast target [days]")
     min_history: int = option(1, "drop examples with fewer input events (counted) [events]")
     max_examples_per_customer: int | None = option(None, "every-event: keep the most recent N cut-offs; none = all")
-    split: str = option("time", "out-of-time or by-customer split", choices=("time", "customer"))
+    split: str = option(
+        "time", "'time' (out-of-time), 'customer' (customer hash), 'leave-last-out' (per customer: last example "
+        "test, the one before validation) or 'case-chronological' (customers by first event: first share "
+        "train, then validation, then test)", choices=SPLIT_CHOICES)
     val_from: str | None = option(None, "time split: first validation cut-off date; none = the second-last cut-off")
     test_from: str | None = option(None, "time split: first test cut-off date; none = the last cut-off")
-    val_fraction: float = option(0.1, "customer split: validation share of customers")
-    test_fraction: float = option(0.1, "customer split: test share of customers")
+    val_fraction: float = option(0.1, "customer / case-chronological split: validation share of customers")
+    test_fraction: float = option(0.1, "customer / case-chronological split: test share of customers")
     seed: int = option(0, "salts the customer hash of the customer split")
     events_per_partition: int = option(2_000_000, "spill partition size; bounds peak memory [events]")
     batch_rows: int = option(500_000, "rows per record batch while scanning [rows]")
@@ -115,8 +131,8 @@ class PrepareConfig:
             self.preprocessing = PreprocessingConfig(**self.preprocessing)
         if self.cutoff_strategy not in ("dates", "every-event", "labels"):
             raise PrepareError(f"cutoff_strategy {self.cutoff_strategy!r}: expected dates, every-event or labels")
-        if self.split not in ("time", "customer"):
-            raise PrepareError(f"split {self.split!r}: expected time or customer")
+        if self.split not in SPLIT_CHOICES:
+            raise PrepareError(f"split {self.split!r}: expected one of {', '.join(SPLIT_CHOICES)}")
         if self.cutoff_strategy == "dates" and not self.cutoff_dates:
             raise PrepareError("cutoff_strategy 'dates' needs at least one date in cutoff_dates")
         for name, spec in self.horizon_targets.items():
@@ -210,6 +226,9 @@ class _Job:
         self.blanked: Counter = Counter()
         self.ineligible: Counter = Counter()
         self._label_partition: np.ndarray | None = None
+        # case-chronological: the (first event µs, customer id) of the first validation / test customer
+        self.case_thresholds: list[list[Any] | None] = [None, None]
+        self._first_seen: pa.Table | None = None
 
     # ---- labels and split dates
     def _load_labels(self) -> pa.Table | None:
@@ -241,9 +260,7 @@ class _Job:
             table.column_names.index(CUSTOMER_ID), CUSTOMER_ID, table.column(CUSTOMER_ID).cast(pa.string())
         )
         if self.config.label_horizon_days is None:
-            sidecar = path.with_suffix(".json")
-            horizon = json.loads(sidecar.read_text()).get("horizon_days") if sidecar.exists() else None
-            self.config.label_horizon_days = float(horizon) if horizon is not None else 0.0
+            self.config.label_horizon_days = _label_horizon(path)
         return table
 
     def _candidate_cutoffs(self) -> np.ndarray:
@@ -300,13 +317,97 @@ class _Job:
         partitions = partition_count(self.files, self.config.events_per_partition)
         fit_stats, all_stats = FieldStatistics(), FieldStatistics()
 
+        per_customer = self.config.split in PER_CUSTOMER_SPLITS
+
         def gather_statistics(table: pa.Table) -> None:
             all_stats.update(table, self.dataset)
-            fit_stats.update(table.filter(self._fit_mask(table)), self.dataset)
+            if self.config.split == "case-chronological":
+                self._note_first_events(table)
+            if not per_customer:
+                fit_stats.update(table.filter(self._fit_mask(table)), self.dataset)
 
         spill_by_customer(self.files, self.dataset, self.work / "spill", partitions, self.config.batch_rows,
                           on_batch=gather_statistics, progress=self.progress, desc="scan")
+        if self.config.split == "case-chronological":
+            self._set_case_thresholds()
+        if per_customer:  # who is held out is known per customer only now: read the partitions again
+            for partition in tqdm(range(partitions), desc="fit", unit="part", disable=not self.progress):
+                events = self._spilled(partition)
+                fit_stats.update(events.filter(pa.array(self._fit_mask_of_partition(events, partition, partitions))),
+                                 self.dataset)
         return fit_stats, all_stats, partitions, file_digest(self.files, with_names=True)
+
+    def _spilled(self, partition: int) -> pa.Table:
+        """One partition's events in file order (the order that breaks ties of equal timestamps)."""
+        spill_file = self.work / "spill" / f"part-{partition:05d}.parquet"
+        with reading(spill_file, "read the spilled events"):
+            return pq.read_table(spill_file) if spill_file.exists() else self.dataset.arrow_schema().empty_table()
+
+    def _fit_mask_of_partition(self, events: pa.Table, partition: int, partitions: int) -> np.ndarray:
+        """Per-customer splits: the events before each customer's first held-out cut-off (leave-last-out; all
+        events of a customer without one), or all events of the training customers (case-chronological)."""
+        if self.config.split == "case-chronological":
+            return self._case_split(events)[1] == 0
+        examples = self.examples_for(events, partition, partitions, count=False)
+        split, _, _ = self._leave_last_out(examples)
+        held = examples.filter(pa.array(split > 0))
+        cut = timestamps_to_micros(held.column(CUTOFF))
+        seq = _seq_of(held)
+        order = np.lexsort((seq, cut))  # the first held-out example per customer
+        first = pd.DataFrame({"c": held.column(CUSTOMER_ID).to_numpy(zero_copy_only=False)[order],
+                              "t": cut[order], "s": seq[order]}).drop_duplicates("c").set_index("c")
+        customers = pd.Index(events.column(CUSTOMER_ID).to_numpy(zero_copy_only=False))
+        at = first.reindex(customers)
+        limit_t = at["t"].fillna(LAST).to_numpy(dtype=np.float64)
+        limit_s = at["s"].fillna(LAST).to_numpy(dtype=np.float64)
+        ts = timestamps_to_micros(events.column(TIMESTAMP)).astype(np.float64)
+        position = np.arange(events.num_rows, dtype=np.float64)
+        has_limit = ~at["t"].isna().to_numpy()
+        before = (ts < limit_t) | ((ts == limit_t) & (position < limit_s))
+        return np.where(has_limit, before, True)
+
+    def _note_first_events(self, table: pa.Table) -> None:
+        """case-chronological: keep each customer's first event time seen so far."""
+        first = table.select([CUSTOMER_ID, TIMESTAMP])
+        if self._first_seen is not None:
+            first = pa.concat_tables([self._first_seen, first.cast(self._first_seen.schema)])
+        first = first.group_by(CUSTOMER_ID).aggregate([(TIMESTAMP, "min")])
+        self._first_seen = pa.table({CUSTOMER_ID: first.column(CUSTOMER_ID), TIMESTAMP: first.column(f"{TIMESTAMP}_min")})
+
+    def _set_case_thresholds(self) -> None:
+        """Order customers by (first event, id); the first validation and test customers mark the shares."""
+        assert self._first_seen is not None
+        frame = pd.DataFrame({"t": timestamps_to_micros(self._first_seen.column(TIMESTAMP)),
+                              "c": self._first_seen.column(CUSTOMER_ID).to_numpy(zero_copy_only=False)})
+        frame = frame.sort_values(["t", "c"], kind="stable").reset_index(drop=True)
+        n = len(frame)
+        n_test, n_val = round(n * self.config.test_fraction), round(n * self.config.val_fraction)
+        starts = (n - n_test - n_val, n - n_test)
+        self.case_thresholds = [[int(frame.t[i]), str(frame.c[i])] if i < n else None for i in starts]
+        self._first_seen = None
+
+    def _case_split(self, events: pa.Table, customers: pa.Array | pa.ChunkedArray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """case-chronological: 0/1/2 per customer of ``customers`` (default: per event) from the partition's
+        events (all of each customer's): (split per entry of ``customers``, split per event)."""
+        ts = timestamps_to_micros(events.column(TIMESTAMP))
+        ids = events.column(CUSTOMER_ID).to_numpy(zero_copy_only=False).astype(object)
+        first = pd.Series(ts).groupby(ids).min()
+        keys_c = first.index.to_numpy(dtype=object)
+        keys_t = first.to_numpy()
+        split_of = np.zeros(keys_c.shape[0], dtype=np.int8)
+        for k, threshold in enumerate(self.case_thresholds):
+            if threshold is not None:
+                t0, c0 = threshold
+                at_or_after = (keys_t > t0) | ((keys_t == t0) & (keys_c >= c0))
+                split_of[at_or_after] = k + 1
+        by_customer = pd.Series(split_of, index=keys_c)
+        per_event = by_customer.reindex(ids).to_numpy().astype(np.int8)
+        if customers is None:
+            return per_event, per_event
+        # customers with no event come last: the test split
+        wanted = customers.to_numpy(zero_copy_only=False).astype(object)
+        return by_customer.reindex(wanted).fillna(2).to_numpy().astype(np.int8), per_event
 
     def _fit_mask(self, table: pa.Table) -> pa.Array:
         """Which events may shape the preprocessor: nothing from the validation/test period or customers."""
@@ -324,7 +425,7 @@ class _Job:
         return split
 
     # ---- pass 2: build
-    def examples_for(self, events: pa.Table, partition: int, partitions: int) -> pa.Table:
+    def examples_for(self, events: pa.Table, partition: int, partitions: int, count: bool = True) -> pa.Table:
         strategy = self.config.cutoff_strategy
         if strategy == "labels":
             assert self.labels is not None
@@ -338,35 +439,80 @@ class _Job:
                 CUSTOMER_ID: pa.array(np.repeat(customers.to_numpy(zero_copy_only=False), dates.size), pa.string()),
                 CUTOFF: pa.array(np.tile(dates, len(customers)), pa.int64()).cast(TIMESTAMP_TYPE),
             })
-        # every-event: each distinct event time of a customer is a cut-off predicting what happens at it.
-        distinct = events.select([CUSTOMER_ID, TIMESTAMP]).group_by([CUSTOMER_ID, TIMESTAMP]).aggregate([])
-        distinct = distinct.sort_by([(CUSTOMER_ID, "ascending"), (TIMESTAMP, "ascending")])
+        # every-event: each event is a cut-off predicting itself from the events before it in (time, file order);
+        # _seq is its row in the partition (file order), so events at the same time are not merged.
+        everyone = pa.table({CUSTOMER_ID: events.column(CUSTOMER_ID), CUTOFF: events.column(TIMESTAMP),
+                             SEQ: pa.array(np.arange(events.num_rows, dtype=np.int64))})
+        everyone = everyone.sort_by([(CUSTOMER_ID, "ascending"), (CUTOFF, "ascending"), (SEQ, "ascending")])
         if self.config.max_examples_per_customer:
-            frame = distinct.to_pandas()
+            frame = everyone.select([CUSTOMER_ID]).to_pandas()
             rank = frame.groupby(CUSTOMER_ID).cumcount(ascending=False)
             keep = rank.to_numpy() < self.config.max_examples_per_customer
-            self.dropped["beyond max_examples_per_customer"] += int((~keep).sum())
-            distinct = distinct.filter(pa.array(keep))
-        return pa.table({CUSTOMER_ID: distinct.column(CUSTOMER_ID), CUTOFF: distinct.column(TIMESTAMP).cast(TIMESTAMP_TYPE)})
+            if count:
+                self.dropped["beyond max_examples_per_customer"] += int((~keep).sum())
+            everyone = everyone.filter(pa.array(keep))
+        return everyone.set_column(1, CUTOFF, everyone.column(CUTOFF).cast(TIMESTAMP_TYPE))
+
+    def _leave_last_out(self, examples: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per example: split (a customer's last example test, the one before validation, the rest training)
+        and the (time, seq) position its targets must stay before: the customer's next held-out cut-off."""
+        n = examples.num_rows
+        codes = pc.dictionary_encode(examples.column(CUSTOMER_ID).cast(pa.string()).combine_chunks())
+        code = codes.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        cut = timestamps_to_micros(examples.column(CUTOFF))
+        seq = _seq_of(examples)
+        order = np.lexsort((seq, cut, code))
+        sorted_code = code[order]
+        end = np.searchsorted(sorted_code, sorted_code, side="right")
+        rank = end - 1 - np.arange(n)  # 0 = the customer's last example
+        split_sorted = np.where(rank == 0, 2, np.where(rank == 1, 1, 0)).astype(np.int8)
+        next_held = np.where(rank >= 2, end - 2, end - 1)
+        b_ts = np.where(rank == 0, LAST, cut[order][np.clip(next_held, 0, max(n - 1, 0))] if n else LAST)
+        b_seq = np.where(rank == 0, LAST, seq[order][np.clip(next_held, 0, max(n - 1, 0))] if n else LAST)
+        split, boundary_ts, boundary_seq = (np.empty(n, np.int8), np.empty(n, np.int64), np.empty(n, np.int64))
+        split[order], boundary_ts[order], boundary_seq[order] = split_sorted, b_ts, b_seq
+        return split, boundary_ts, boundary_seq
+
+    def _per_customer_splits(self, events: pa.Table, examples: pa.Table) -> pa.Table:
+        """Attach the split and the purge boundary of every example (per-customer splits), as helper columns."""
+        if self.config.split == "leave-last-out":
+            split, boundary_ts, boundary_seq = self._leave_last_out(examples)
+        else:  # case-chronological: customers apart, nothing to purge
+            split = self._case_split(events, examples.column(CUSTOMER_ID).cast(pa.string()))[0]
+            boundary_ts = boundary_seq = np.full(examples.num_rows, LAST, dtype=np.int64)
+        return pa.table({SPLIT_COL: pa.array(split), BOUNDARY_TS: pa.array(boundary_ts),
+                         BOUNDARY_SEQ: pa.array(boundary_seq), SEQ: pa.array(_seq_of(examples))})
 
     def assign_splits(self, rows: pa.Table) -> dict[str, pa.Table]:
         cutoff = timestamps_to_micros(rows.column(CUTOFF))
         if self.config.split == "customer":
             split = self._customer_split(rows.column(CUSTOMER_ID))
             return {name: rows.filter(pa.array(split == i)) for i, name in enumerate(SPLITS)}
-        assert self.val_from is not None and self.test_from is not None
-        split = np.where(cutoff >= self.test_from, 2, np.where(cutoff >= self.val_from, 1, 0))
-        boundary = np.where(split == 0, self.val_from, np.where(split == 1, self.test_from, np.iinfo(np.int64).max))
-        rows, all_unknown = self._blank_leaking_targets(rows, cutoff, boundary, split)
+        if self.config.split in PER_CUSTOMER_SPLITS:
+            split = rows.column(SPLIT_COL).to_numpy(zero_copy_only=False)
+            boundary = rows.column(BOUNDARY_TS).to_numpy(zero_copy_only=False)
+            boundary_seq = rows.column(BOUNDARY_SEQ).to_numpy(zero_copy_only=False)
+            next_seq = np.where((seq := rows.column(SEQ).to_numpy(zero_copy_only=False)) == NO_SEQ, LAST, seq)
+            rows = rows.drop_columns([SPLIT_COL, BOUNDARY_TS, BOUNDARY_SEQ, SEQ])
+        else:
+            assert self.val_from is not None and self.test_from is not None
+            split = np.where(cutoff >= self.test_from, 2, np.where(cutoff >= self.val_from, 1, 0))
+            boundary = np.where(split == 0, self.val_from, np.where(split == 1, self.test_from, LAST))
+            boundary_seq = np.full(rows.num_rows, NO_SEQ, dtype=np.int64)
+            next_seq = np.full(rows.num_rows, LAST, dtype=np.int64)
+        rows, all_unknown = self._blank_leaking_targets(rows, cutoff, boundary, split, boundary_seq, next_seq)
         split = np.where(all_unknown, -1, split)
         return {name: rows.filter(pa.array(split == i)) for i, name in enumerate(SPLITS)}
 
     def _blank_leaking_targets(
-        self, rows: pa.Table, cutoff: np.ndarray, boundary: np.ndarray, split: np.ndarray
+        self, rows: pa.Table, cutoff: np.ndarray, boundary: np.ndarray, split: np.ndarray,
+        boundary_seq: np.ndarray, next_seq: np.ndarray,
     ) -> tuple[pa.Table, np.ndarray]:
         """Purge: a target that depends on events at or after the next period's start would carry that
         period's future into training (or validation). Such targets become unknown (counted); an example
-        left with no known target is dropped (counted)."""
+        left with no known target is dropped (counted). The next event is compared by (time, seq) with the
+        boundary (``next_seq``: the example's own target event's seq where it names one, else LAST — any event
+        at the boundary time leaks; ``boundary_seq`` NO_SEQ: the boundary is a time); windows by time."""
         known_any = np.zeros(rows.num_rows, dtype=bool)
 
         def count(mask: np.ndarray, what: str) -> None:
@@ -387,7 +533,8 @@ class _Job:
 
         next_ts = rows.column("next_event_ts").cast(pa.int64()).to_numpy(zero_copy_only=False)
         has_next = ~np.isnan(next_ts.astype(np.float64))
-        leak = has_next & (np.nan_to_num(next_ts.astype(np.float64), nan=0) >= boundary)
+        next_micros = np.where(has_next, np.nan_to_num(next_ts.astype(np.float64), nan=0), 0).astype(np.int64)
+        leak = has_next & ((next_micros > boundary) | ((next_micros == boundary) & (next_seq >= boundary_seq)))
         count(leak, "next event")
         for column in ("next_event_type", "next_item"):
             if column in rows.column_names:
@@ -438,12 +585,14 @@ class _Job:
 
     def build_partition(self, preprocessor: Preprocessor, partition: int, partitions: int) -> dict[str, int]:
         before = {name: Counter(getattr(self, name)) for name in COUNTERS}
-        spill_file = self.work / "spill" / f"part-{partition:05d}.parquet"
-        with reading(spill_file, "read the spilled events"):
-            events = pq.read_table(spill_file) if spill_file.exists() else self.dataset.arrow_schema().empty_table()
+        events = self._spilled(partition)
         examples = self.examples_for(events, partition, partitions)
         horizon = {name: (str(spec[0]), float(spec[1])) for name, spec in self.config.horizon_targets.items()}
         rows = encode_examples(preprocessor, events, examples, horizon, self.config.forecast_horizon_days)
+        if self.config.split in PER_CUSTOMER_SPLITS:  # decided on all examples, before any is dropped
+            helpers = self._per_customer_splits(events, examples)
+            for name in helpers.column_names:
+                rows = rows.append_column(name, helpers.column(name))
         short = pc.less(rows.column("length"), self.config.min_history)
         n_short = int(pc.sum(short).as_py() or 0)
         if n_short:
@@ -473,6 +622,7 @@ def prepare(config: PrepareConfig, *, overwrite: bool = False, progress: bool = 
     if scanned is not None:
         preprocessor = Preprocessor.from_dict(scanned["preprocessor"], source=str(job.output.state_file))
         partitions, events_total = scanned["partitions"], scanned["events"]
+        job.case_thresholds = scanned.get("case_thresholds", [None, None])
     else:  # a fresh job, or another config's unfinished one: that one is replaced
         job.output.reset(*(job.out / split for split in SPLITS))
         fit_stats, all_stats, partitions, input_hash = job.scan()
@@ -487,9 +637,11 @@ def prepare(config: PrepareConfig, *, overwrite: bool = False, progress: bool = 
             "prepare": asdict(config),
             "val_from": job.val_from,
             "test_from": job.test_from,
+            "case_thresholds": job.case_thresholds,
         }
         events_total = all_stats.events
-        job.output.save_state({"preprocessor": preprocessor.to_dict(), "partitions": partitions, "events": events_total})
+        job.output.save_state({"preprocessor": preprocessor.to_dict(), "partitions": partitions, "events": events_total,
+                               "case_thresholds": job.case_thresholds})
 
     counts: Counter = Counter()
     already = 0
@@ -524,6 +676,30 @@ def prepare(config: PrepareConfig, *, overwrite: bool = False, progress: bool = 
     job.output.finish({**asdict(report), "config": asdict(config), "artifact_hash": preprocessor.artifact_hash,
                        "outcome_names": preprocessor.outcome_names})
     return report
+
+
+def _seq_of(examples: pa.Table) -> np.ndarray:
+    """Each example's target-event seq (NO_SEQ: its cut-off is a time)."""
+    if SEQ not in examples.column_names:
+        return np.full(examples.num_rows, NO_SEQ, dtype=np.int64)
+    return pc.fill_null(examples.column(SEQ).cast(pa.int64()), NO_SEQ).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _label_horizon(path: Path) -> float:
+    """How far a labels table's outcome windows reach past their cut-offs: ``labels.json`` beside the table,
+    else the ``synth_report.json`` of the synth folder it is in. Unknown is refused: guessing 0 would keep
+    labels whose window reaches into the validation or test period (a leak no metric shows)."""
+    for sidecar in (path.with_suffix(".json"), path.parent / "synth_report.json"):
+        if sidecar.exists():
+            with reading(sidecar, "read the labels' horizon"):
+                horizon = json.loads(sidecar.read_text()).get("horizon_days")
+            if horizon is not None:
+                return float(horizon)
+    raise PrepareError(
+        f"{path}: how many days after the cut-off do these labels look? Pass --label-horizon-days DAYS (0 if "
+        f"each label is known at its cut-off), or write {path.with_suffix('.json').name} with "
+        '{"horizon_days": DAYS} beside the table; labels whose window reaches the validation or test period '
+        "are purged by it")
 
 
 def _outcome_names(job: _Job) -> list[str]:

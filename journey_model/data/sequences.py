@@ -3,7 +3,10 @@
 This is the one place where the "no future in the input" rule is enforced. For every example the events
 are located with a single vectorised merge of events and cut-offs sorted by (customer, time): an event
 enters the input only if its timestamp is *strictly* before the cut-off; the first event at or after the
-cut-off is the next-event target. Labels derived from the future ("event X within H days") read only the
+cut-off is the next-event target. Events at the same time keep their order (their ``_seq`` column, else
+their row order); an example may name its target event by that order (its own ``_seq``: the cut-off is then
+the position (time, seq), so events tied with the target but before it are input and the target is the next
+event). Without ``_seq``, or with a null one, the cut-off is a time and the rule is strictly-before. Labels derived from the future ("event X within H days") read only the
 window [cut-off, cut-off + H) and are unknown when that window reaches past the end of the observed data.
 Eligibility (:mod:`journey_model.data.eligibility`) is judged here too, on the same events before the same
 cut-off: an example outside an outcome's population at risk gets the reason and an unknown label for it.
@@ -40,6 +43,8 @@ from journey_model.data.schema import (
 )
 
 CUTOFF = "cutoff"
+SEQ = "_seq"  # an event's place among events at the same time; on an example: that of its target event
+NO_SEQ = np.iinfo(np.int64).min  # a cut-off at a time, before every event at that time
 MICROS_PER_DAY = 86_400 * 1_000_000
 
 
@@ -49,20 +54,27 @@ def timestamps_to_micros(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 
 def first_index_at_or_after(
-    event_codes: np.ndarray, event_ts: np.ndarray, query_codes: np.ndarray, query_ts: np.ndarray
+    event_codes: np.ndarray, event_ts: np.ndarray, query_codes: np.ndarray, query_ts: np.ndarray,
+    event_seq: np.ndarray | None = None, query_seq: np.ndarray | None = None,
 ) -> np.ndarray:
     """For each query (customer code, time), the index of the first event with (code, ts) >= (code, time).
 
-    ``event_codes``/``event_ts`` must be sorted by (code, ts). Equivalently: the number of events that lie
-    strictly before the query in (code, time) order, which is why events at exactly the query time are
-    *not* before it.
+    ``event_codes``/``event_ts`` must be sorted by (code, ts) (and ``event_seq`` within equal times). Equivalently:
+    the number of events that lie strictly before the query in (code, time) order, which is why events at
+    exactly the query time are *not* before it. With ``query_seq`` the query is the position (code, time, seq)
+    instead: events at the query time with a smaller seq are before it (:data:`NO_SEQ` = a plain time).
     """
     n_events = event_codes.shape[0]
     codes = np.concatenate([event_codes, query_codes])
     times = np.concatenate([event_ts, query_ts])
     is_event = np.concatenate([np.ones(n_events, dtype=np.int8), np.zeros(query_codes.shape[0], dtype=np.int8)])
-    # Sort by code, then time, then queries before events at the same instant (kind 0 < 1).
-    order = np.lexsort((is_event, times, codes))
+    if query_seq is None:
+        # Sort by code, then time, then queries before events at the same instant (kind 0 < 1).
+        order = np.lexsort((is_event, times, codes))
+    else:
+        ev_seq = event_seq if event_seq is not None else np.arange(n_events, dtype=np.int64)
+        seqs = np.concatenate([ev_seq.astype(np.int64), query_seq.astype(np.int64)])
+        order = np.lexsort((is_event, seqs, times, codes))
     events_before = np.cumsum(is_event[order]) - is_event[order]
     result = np.empty(query_codes.shape[0], dtype=np.int64)
     query_positions = order >= n_events
@@ -77,9 +89,11 @@ class LocatedExamples:
     events: pa.Table  # the events, sorted by (customer code, time)
     ev_code: np.ndarray  # customer code per sorted event
     ev_ts: np.ndarray  # µs per sorted event
+    ev_seq: np.ndarray  # tie order per sorted event (``_seq``, else the row in the given events)
     ex_customers: pa.ChunkedArray  # customer id per example (strings)
     ex_code: np.ndarray  # customer code per example
     ex_cut: np.ndarray  # cut-off per example, µs
+    ex_seq: np.ndarray | None  # per example: its target event's seq (NO_SEQ = a plain time); None = all plain
     seg_start: np.ndarray  # per example: index of its customer's first event
     seg_end: np.ndarray  # per example: one past its customer's last event
     first_future: np.ndarray  # per example: index of the first event at or after the cut-off
@@ -102,15 +116,21 @@ def locate_examples(events: pa.Table, examples: pa.Table) -> LocatedExamples:
     ev_code = pc.index_in(ev_customers, value_set=universe).to_numpy(zero_copy_only=False).astype(np.int64)
     ex_code = pc.index_in(ex_customers, value_set=universe).to_numpy(zero_copy_only=False).astype(np.int64)
     ev_ts_unsorted = timestamps_to_micros(events.column(TIMESTAMP))
-    order = np.lexsort((ev_ts_unsorted, ev_code))
-    ev_code, ev_ts = ev_code[order], ev_ts_unsorted[order]
+    ev_seq_unsorted = (events.column(SEQ).cast(pa.int64()).to_numpy(zero_copy_only=False).astype(np.int64)
+                       if SEQ in events.column_names else np.arange(events.num_rows, dtype=np.int64))
+    order = np.lexsort((ev_seq_unsorted, ev_ts_unsorted, ev_code))
+    ev_code, ev_ts, ev_seq = ev_code[order], ev_ts_unsorted[order], ev_seq_unsorted[order]
     ex_cut = timestamps_to_micros(examples.column(CUTOFF))
+    ex_seq = None
+    if SEQ in examples.column_names:
+        ex_seq = pc.fill_null(examples.column(SEQ).cast(pa.int64()), NO_SEQ).to_numpy(zero_copy_only=False)
+        ex_seq = ex_seq.astype(np.int64)
     return LocatedExamples(
-        events=events.take(pa.array(order)), ev_code=ev_code, ev_ts=ev_ts, ex_customers=ex_customers,
-        ex_code=ex_code, ex_cut=ex_cut,
+        events=events.take(pa.array(order)), ev_code=ev_code, ev_ts=ev_ts, ev_seq=ev_seq,
+        ex_customers=ex_customers, ex_code=ex_code, ex_cut=ex_cut, ex_seq=ex_seq,
         seg_start=np.searchsorted(ev_code, ex_code, side="left"),
         seg_end=np.searchsorted(ev_code, ex_code, side="right"),
-        first_future=first_index_at_or_after(ev_code, ev_ts, ex_code, ex_cut),
+        first_future=first_index_at_or_after(ev_code, ev_ts, ex_code, ex_cut, ev_seq, ex_seq),
     )
 
 
@@ -137,9 +157,10 @@ def encode_examples(
 ) -> pa.Table:
     """Encode (customer, cut-off) examples from the events of those customers.
 
-    ``events`` holds canonical events (any order); ``examples`` has ``customer_id``, ``cutoff`` and
-    optionally target columns, which are carried through as ``y_<name>``. Only events strictly before
-    an example's cut-off reach its input (the most recent ``max_len`` of them). The next event at or
+    ``events`` holds canonical events (any order; events at the same time keep their ``_seq`` order, else
+    their row order); ``examples`` has ``customer_id``, ``cutoff``, optionally ``_seq`` (the target event's
+    seq: the cut-off is then that event's position, see the module) and optionally target columns, which are
+    carried through as ``y_<name>``. Only events strictly before an example's cut-off reach its input (the most recent ``max_len`` of them). The next event at or
     after the cut-off gives the next-event targets, the next K within ``forecast_horizon_days`` (all
     when None) the forecast. ``horizon_targets`` derives outcomes "event type X happens within H days
     after the cut-off": ``{"churn": ("account_close", 60.0)}``; windows that reach past
@@ -201,7 +222,7 @@ def encode_examples(
     )
 
     for name in examples.column_names:
-        if name not in (CUSTOMER_ID, CUTOFF):
+        if name not in (CUSTOMER_ID, CUTOFF, SEQ):
             columns[f"y_{name}"] = examples.column(name).cast(pa.float32()).combine_chunks()
     for name, (event_type, horizon_days) in horizon_targets.items():
         type_id = preprocessor.vocabularies[EVENT_TYPE].id_of(event_type)
@@ -215,7 +236,7 @@ def encode_examples(
 
     outcomes = list(dict.fromkeys([
         *preprocessor.outcome_names, *horizon_targets,
-        *(n for n in examples.column_names if n not in (CUSTOMER_ID, CUTOFF)),
+        *(n for n in examples.column_names if n not in (CUSTOMER_ID, CUTOFF, SEQ)),
     ]))
     for name, (rule, reason) in judge_eligibility(preprocessor.dataset, outcomes, located.history()).items():
         columns[ineligible_rule_column(name)] = rule

@@ -13,6 +13,8 @@ Four families, each as plain functions over tensors and as a stateful accumulato
 * **Next event** (logits ``(B, V)`` over a vocabulary, target ids ``(B,)``, 0 = unknown): accuracy, hit rate
   and NDCG at k, mean reciprocal rank. Keys ``acc``, ``hr_at_<k>``, ``ndcg_at_<k>``, ``mrr``, ``n_ranked``
   (with ``/<target name>`` appended when the accumulator is given one).
+  :func:`peer_ranking_metrics` gives HR@k, NDCG@k and MRR@k as the sequential-recommendation peers define them
+  (expected value over tied scores, MRR cut at k, unseen targets optionally counted as misses).
 * **Forecast** (predicted and true future event-type ids ``(B, K)``, ending at ``<eos>`` = 3, padded with 0):
   per-step accuracy and Levenshtein edit distance, raw and normalised. Keys ``step_acc/<k>``,
   ``edit_distance``, ``edit_distance_norm``, ``n_forecast``.
@@ -548,6 +550,61 @@ def mean_reciprocal_rank(logits: torch.Tensor, targets: torch.Tensor) -> float:
     """Mean of 1 / rank over known targets, no cut-off. NaN when no target is known."""
     ranks = _known_ranks(logits, targets)
     return float((1.0 / ranks).mean()) if ranks.numel() else math.nan
+
+
+def _sum_over_ranks(table: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """``sum(f(r) for r in low..high)`` from the prefix sums ``table[m] = f(1) + … + f(m)``; 0 when high < low."""
+    return torch.where(high >= low, table[high.clamp(min=0)] - table[(low - 1).clamp(min=0)], 0.0)
+
+
+def peer_ranking_metrics(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    ks: Sequence[int] = (10,),
+    *,
+    excluded_ids: Sequence[int] = (),
+    unseen_as_miss: bool = False,
+) -> dict[str, float]:
+    """HR@k, NDCG@k and MRR@k as the sequential-recommendation peers (SASRec, RecBole) report them, with ties
+    counted fairly: a target tied with e other ids takes each rank g+1 … g+e+1 (g = ids scored strictly higher)
+    with probability 1/(e+1), and every metric is that expectation (so scoring every id the same earns what a
+    random order would, neither everything nor nothing). MRR@k counts 1/rank only within the top k.
+
+    ``excluded_ids`` (special ids, see :func:`exclude_special_ids`) are never ranked. A known target that is
+    itself excluded — an item unseen in training, mapped to <oov> — is left out and counted (``n_unseen``) by
+    default; with ``unseen_as_miss`` it counts as a miss in every metric instead (the peers' full-ranking
+    convention: leaving them out flatters every model). Unknown targets (id 0) are always left out. Keys
+    ``hr_at_<k>``, ``ndcg_at_<k>``, ``mrr_at_<k>``, ``n_ranked``, ``n_unseen``; NaN when nothing is ranked.
+    """
+    _check_ranking_inputs(logits, targets, "peer_ranking_metrics")
+    if not ks or any(int(k) < 1 for k in ks):
+        raise ValueError(f"peer_ranking_metrics: ks must be positive cut-offs, got {list(ks)}")
+    logits = logits.detach().to(torch.float64)
+    excluded = sorted(set(int(i) for i in excluded_ids))
+    ranked = exclude_special_ids(logits, excluded) if excluded else logits
+    known = targets != PAD_ID
+    unseen = known & torch.isin(targets, torch.tensor(excluded, dtype=targets.dtype, device=targets.device))
+    rankable = known & ~unseen
+    target_logit = ranked.gather(1, targets[:, None])
+    higher = (ranked > target_logit).sum(dim=1)[rankable]
+    tied = (ranked == target_logit).sum(dim=1)[rankable]  # the target itself included
+    low, high = higher + 1, higher + tied
+    ranks = torch.arange(0, logits.shape[1] + 1, dtype=torch.float64, device=logits.device)
+    safe = ranks.clamp(min=1)
+    reciprocal = torch.cumsum(torch.where(ranks > 0, 1.0 / safe, 0.0), 0)
+    discounted = torch.cumsum(torch.where(ranks > 0, 1.0 / torch.log2(safe + 1.0), 0.0), 0)
+    n = float(rankable.sum()) + (float(unseen.sum()) if unseen_as_miss else 0.0)
+    values: dict[str, float] = {}
+    for k in (int(k) for k in ks):
+        top = torch.minimum(high, torch.full_like(high, k))
+        within = (top - low + 1).clamp(min=0).to(torch.float64)
+        spread = tied.to(torch.float64)
+        values[f"hr_at_{k}"] = float((within / spread).sum()) / n if n else math.nan
+        values[f"ndcg_at_{k}"] = float((_sum_over_ranks(discounted, low, top) / spread).sum()) / n if n else math.nan
+        values[f"mrr_at_{k}"] = float((_sum_over_ranks(reciprocal, low, top) / spread).sum()) / n if n else math.nan
+    values["n_ranked"] = n
+    values["n_unseen"] = float(unseen.sum())
+    return values
 
 
 class NextEventMetrics(Metric):

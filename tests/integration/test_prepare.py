@@ -313,3 +313,140 @@ def test_cli_prepare_runs_and_reports(events_dir, tmp_path, capsys):
     code = journey(["-q", "prepare", "--events", str(events_dir), "--out", str(tmp_path / "x"), "--target", "oops"])
     assert code == 1
     assert "expected NAME=EVENT_TYPE@DAYS" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- protocols users compare with
+def write_journeys(folder: Path, n_customers: int = 30, n_events: int = 10, tie_last: bool = True) -> Path:
+    """Customer k starts on day k and has one event a day; item 'early' before its last two events, 'val_item'
+    at the second-last and 'test_item' at the last (the same time as the second-last for even k when
+    ``tie_last``: rows in file order, so the second-last comes first)."""
+    dataset = DatasetConfig(name="toy", behaviours={"pay": {"categorical": ["item"]}})
+    (folder / "events").mkdir(parents=True)
+    dataset.save(folder / "dataset.yaml")
+    rows = []
+    for k in range(n_customers):
+        for i in range(n_events):
+            day = k + i - (1 if tie_last and k % 2 == 0 and i == n_events - 1 else 0)
+            item = "early" if i < n_events - 2 else ("val_item" if i == n_events - 2 else "test_item")
+            rows.append((f"c{k:03d}", np.datetime64("2024-01-01", "us") + np.timedelta64(day, "D"), item))
+    table = conform_table(pa.table({
+        "customer_id": pa.array([r[0] for r in rows]), "ts": pa.array(np.array([r[1] for r in rows])),
+        "event_type": pa.array(["pay"] * len(rows)), "item": pa.array([r[2] for r in rows]),
+        "event_id": pa.array([f"{r[0]}-{i % n_events}" for i, r in enumerate(rows)]),
+    }), dataset)
+    pq.write_table(table, folder / "events" / "part-00000.parquet")
+    return folder
+
+
+def _every_event(folder: Path, out: Path, **overrides) -> PrepareConfig:
+    return _dates_config(folder, out, cutoff_strategy="every-event", cutoff_dates=[], horizon_targets={},
+                         events_per_partition=100, **overrides)
+
+
+def test_every_event_makes_one_example_per_event_even_at_the_same_time(tmp_path):
+    folder = write_journeys(tmp_path / "ev")
+    report = prepare(_every_event(folder, tmp_path / "ds", split="customer"), progress=False)
+    assert sum(report.examples.values()) + sum(report.dropped.values()) == 300  # one example per event
+    assert report.dropped == {"fewer than 1 events before the cut-off": 30}
+    rows = pa.concat_tables([read_split(tmp_path / "ds", s) for s in ("train", "val", "test")]).to_pylist()
+    tied = [r for r in rows if r["customer_id"] == "c000" and r["length"] >= 8]
+    assert [r["length"] for r in tied] == [8, 9]  # the two events of one instant: two examples, in file order
+    assert tied[1]["event_id"][-1] == "c000-8" and tied[0]["cutoff"] == tied[1]["cutoff"]
+
+
+def test_leave_last_out_holds_out_each_customers_last_two_examples(tmp_path):
+    folder = write_journeys(tmp_path / "ev")
+    report = prepare(_every_event(folder, tmp_path / "ds", split="leave-last-out",
+                                  preprocessing=PreprocessingConfig(max_len=20, min_count=5)), progress=False)
+    assert report.examples == {"train": 30 * 7, "val": 30, "test": 30}
+    artifact = Preprocessor.load(tmp_path / "ds")
+    vocabulary = artifact.vocabularies["item"]
+    # Fitted on the events before each customer's validation example: no validation or test target shaped it.
+    assert "early" in vocabulary.tokens and "val_item" not in vocabulary.tokens and "test_item" not in vocabulary.tokens
+    split = {s: read_split(tmp_path / "ds", s).to_pylist() for s in ("train", "val", "test")}
+    assert all(r["next_item"] == OOV_ID for r in split["val"] + split["test"])
+    assert all(r["next_item"] != OOV_ID for r in split["train"])
+    held = {(s, r["customer_id"]): r for s in ("val", "test") for r in split[s]}
+    for customer in {r["customer_id"] for r in split["train"]}:
+        val, test = held["val", customer], held["test", customer]
+        assert (val["length"], test["length"]) == (8, 9)
+        assert test["event_id"][-1] == f"{customer}-8"  # the tied validation event is the test example's input
+        for row in (r for r in split["train"] if r["customer_id"] == customer):
+            assert row["next_event_ts"] is not None and row["next_event_ts"] <= val["cutoff"]
+            reaches = row["cutoff"].timestamp() + 30 * 86_400 > val["cutoff"].timestamp()
+            assert not (reaches and row["forecast_event_type"])  # purged: the window reaches the validation example
+    assert report.blanked_targets["train: forecast window reaches into the val period"] > 0
+    assert "train: next event reaches into the val period" not in report.blanked_targets  # ties are not leaks
+
+
+def test_case_chronological_orders_customers_by_their_first_event(tmp_path):
+    folder = write_journeys(tmp_path / "ev", n_customers=40)
+    dataset = DatasetConfig.load(folder / "dataset.yaml")
+    late = conform_table(pa.table({  # an item only the last-starting customers use: not in the vocabulary
+        "customer_id": pa.array(["c039"] * 10), "ts": pa.array(np.array(["2024-03-01"] * 10, dtype="datetime64[us]")),
+        "event_type": pa.array(["pay"] * 10), "item": pa.array(["late"] * 10)}), dataset)
+    pq.write_table(late, folder / "events" / "part-00001.parquet")
+    report = prepare(_every_event(folder, tmp_path / "ds", split="case-chronological", val_fraction=0.25,
+                                  test_fraction=0.25), progress=False)
+    customers = {s: sorted(set(read_split(tmp_path / "ds", s, ["customer_id"]).column("customer_id").to_pylist()))
+                 for s in ("train", "val", "test")}
+    assert customers["train"] == [f"c{k:03d}" for k in range(20)]
+    assert customers["val"] == [f"c{k:03d}" for k in range(20, 30)]
+    assert customers["test"] == [f"c{k:03d}" for k in range(30, 40)]
+    assert not report.blanked_targets
+    artifact = Preprocessor.load(tmp_path / "ds")
+    assert "late" not in artifact.vocabularies["item"].tokens and "test_item" in artifact.vocabularies["item"].tokens
+    assert artifact.extra["case_thresholds"][0][1] == "c020"
+
+
+def test_labels_without_a_known_horizon_are_refused(events_dir, tmp_path):
+    labels = tmp_path / "labels.parquet"
+    pq.write_table(pq.read_table(events_dir / "labels.parquet"), labels)
+    config = dict(cutoff_strategy="labels", cutoff_dates=[], horizon_targets={}, labels_path=str(labels))
+    with pytest.raises(PrepareError, match="--label-horizon-days"):
+        prepare(_dates_config(events_dir, tmp_path / "ds", **config), progress=False)
+    (tmp_path / "synth_report.json").write_text(json.dumps({"horizon_days": 45}))  # a synth folder's own record
+    prepare(_dates_config(events_dir, tmp_path / "ds", **config), progress=False)
+    assert json.loads((tmp_path / "ds" / "manifest.json").read_text())["config"]["label_horizon_days"] == 45
+    report = prepare(_dates_config(events_dir, tmp_path / "ds2", label_horizon_days=0.0, **config), progress=False)
+    assert not any("label window" in reason for reason in report.blanked_targets)
+
+
+def test_case_chronological_resumes_with_the_same_customer_order(tmp_path, monkeypatch):
+    folder = write_journeys(tmp_path / "ev", n_customers=40)
+    config = dict(split="case-chronological", val_fraction=0.25, test_fraction=0.25)
+    reference = prepare(_every_event(folder, tmp_path / "ref", **config), progress=False)
+    original = _Job.build_partition
+
+    def crash_on_second(self, preprocessor, partition, partitions):
+        if partition == 1:
+            raise KeyboardInterrupt("simulated interruption")
+        return original(self, preprocessor, partition, partitions)
+
+    monkeypatch.setattr(_Job, "build_partition", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(_every_event(folder, tmp_path / "ds", **config), progress=False)
+    monkeypatch.setattr(_Job, "build_partition", original)
+    resumed = prepare(_every_event(folder, tmp_path / "ds", **config), progress=False)
+    assert resumed.resumed_partitions == 1 and resumed.examples == reference.examples
+    for split in ("train", "val", "test"):
+        assert_same_rows(read_split(tmp_path / "ds", split), read_split(tmp_path / "ref", split))
+
+
+def test_leave_last_out_on_labels_holds_out_each_customers_last_two_cutoffs(tmp_path):
+    folder = write_journeys(tmp_path / "ev", tie_last=False)
+    cutoffs = np.datetime64("2024-01-01", "us") + np.array([3, 5, 20, 30], dtype="timedelta64[D]")
+    labels = pa.table({"customer_id": pa.array([f"c{k:03d}" for k in range(30) for _ in cutoffs]),
+                       "cutoff": pa.array(np.tile(cutoffs, 30)).cast(pa.timestamp("us", tz="UTC")),
+                       "bought": pa.array(np.ones(120))})
+    pq.write_table(labels, folder / "labels.parquet")
+    report = prepare(_dates_config(folder, tmp_path / "ds", cutoff_strategy="labels", cutoff_dates=[],
+                                   horizon_targets={}, split="leave-last-out", label_horizon_days=12.0,
+                                   events_per_partition=100), progress=False)
+    split = {s: read_split(tmp_path / "ds", s, ["customer_id", "cutoff", "y_bought"]).to_pandas()
+             for s in ("train", "val", "test")}
+    assert split["test"].customer_id.is_unique and split["val"].customer_id.is_unique
+    assert set(split["test"].cutoff.dt.day) == {31} and set(split["val"].cutoff.dt.day) == {21}
+    # Day 5 + 12 days reaches no held-out cut-off; day 20 + 12 reaches the test one: its label is purged.
+    assert split["train"].y_bought.notna().all()
+    assert report.blanked_targets["val: label window of 'bought' reaches into the test period"] > 0

@@ -159,3 +159,38 @@ def test_no_ineligible_example_keeps_a_label(rows, cutoffs, max_len):
         active = any(TYPES[k] == "login" and t * DAY_US // 4 >= cut * DAY_US // 4 - 5 * DAY_US for t, k in past)
         assert (row["ineligible_rule_pays"] is None) == active
         assert (row["y_pays"] == 0.0) if active else np.isnan(row["y_pays"])
+
+
+tied_rows = st.lists(
+    st.tuples(st.integers(0, 3), st.integers(0, 6), st.integers(0, len(TYPES) - 1)), min_size=1, max_size=40
+)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=tied_rows, max_len=st.integers(1, 8), plain=st.lists(st.booleans(), min_size=40, max_size=40))
+def test_events_at_the_same_time_keep_their_order(rows, max_len, plain):
+    """An example naming its target event (``_seq`` = the event's row) reads the events before that event in
+    (time, row) order, ties included, and predicts that very event; an example without one (null ``_seq``)
+    keeps the strictly-before-the-time rule."""
+    events = _events_table(rows)
+    preprocessor = _fit(events, max_len, 1)
+    seqs = [None if plain[i] else i for i in range(len(rows))]
+    examples = pa.table({
+        "customer_id": pa.array([f"c{c}" for c, _, _ in rows], pa.string()),
+        "cutoff": pa.array([t * DAY_US // 4 for _, t, _ in rows], pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+        "_seq": pa.array(seqs, pa.int64()),
+    })
+    out = encode_examples(preprocessor, events, examples).to_pylist()
+    assert all(not name.startswith("y_") for name in out[0])
+    type_vocab = preprocessor.vocabularies["event_type"]
+    for i, ((customer, cut, _kind), row) in enumerate(zip(rows, out)):
+        mine = sorted((t, j, k) for j, (c, t, k) in enumerate(rows) if c == customer)
+        if seqs[i] is None:
+            past = [e for e in mine if e[0] < cut]
+            future = [e for e in mine if e[0] >= cut]
+        else:
+            past = [e for e in mine if (e[0], e[1]) < (cut, i)]
+            future = [e for e in mine if (e[0], e[1]) >= (cut, i)]
+            assert future[0][1] == i  # the target is the example's own event
+        assert row["event_id"] == [f"e{j}" for _, j, _ in past[-max_len:]]
+        assert row["next_event_type"] == type_vocab.id_of(TYPES[future[0][2]])

@@ -31,6 +31,7 @@ from journey_model.training.metrics import (
     next_event_accuracy,
     outcome_curves,
     outcome_metrics,
+    peer_ranking_metrics,
     per_customer_sampled_auc,
     prefix_metric_keys,
     sample_negative_ids,
@@ -464,3 +465,50 @@ def test_oov_targets_are_left_out_of_ranking_and_sampled_auc():
     values = metric.compute()
     assert values["n_ranked/item"] == 1.0 and values["unrankable_share/item"] == pytest.approx(2 / 3)
     assert values["sampled_auc/item"] == 1.0 and values["hr_at_1/item"] == 1.0
+
+
+def test_peer_ranking_metrics_hand_computed_with_fair_ties_and_unseen_targets():
+    logits = torch.tensor([
+        [0.0, 0.0, 0.9, 0.5, 0.5, 0.1],  # target 3: one id above, tied with id 4 -> rank 2 or 3, each 1/2
+        [0.0, 0.0, 0.9, 0.5, 0.5, 0.1],  # target 2: rank 1
+        [0.0, 9.0, 0.9, 0.5, 0.5, 0.1],  # target 1 = <oov>: an item unseen in training
+        [0.0, 0.0, 0.9, 0.5, 0.5, 0.1],  # target 0: unknown, always left out
+    ])
+    targets = torch.tensor([3, 2, 1, 0])
+    got = peer_ranking_metrics(logits, targets, (1, 2, 3), excluded_ids=FIELD_SPECIAL_IDS)
+    l3, l4 = 1 / math.log2(3), 1 / math.log2(4)
+    expected = {
+        "hr_at_1": (0 + 1) / 2, "hr_at_2": (0.5 + 1) / 2, "hr_at_3": (1 + 1) / 2,
+        "ndcg_at_1": (0 + 1) / 2, "ndcg_at_2": (0.5 * l3 + 1) / 2, "ndcg_at_3": (0.5 * (l3 + l4) + 1) / 2,
+        "mrr_at_1": (0 + 1) / 2, "mrr_at_2": (0.5 * 0.5 + 1) / 2, "mrr_at_3": (0.5 * (1 / 2 + 1 / 3) + 1) / 2,
+        "n_ranked": 2.0, "n_unseen": 1.0,
+    }
+    assert got == pytest.approx(expected)
+    missed = peer_ranking_metrics(logits, targets, (1, 2, 3), excluded_ids=FIELD_SPECIAL_IDS, unseen_as_miss=True)
+    assert missed["n_ranked"] == 3.0 and missed["n_unseen"] == 1.0
+    for key in ("hr_at_3", "ndcg_at_2", "mrr_at_3"):
+        assert missed[key] == pytest.approx(expected[key] * 2 / 3)
+
+
+def test_peer_ranking_metrics_give_a_constant_scorer_what_a_random_order_earns():
+    logits = torch.full((2, 6), 0.3)
+    got = peer_ranking_metrics(logits, torch.tensor([5, 2]), (1, 2), excluded_ids=FIELD_SPECIAL_IDS)
+    # 4 real ids tied: each rank 1..4 with probability 1/4.
+    assert got["hr_at_1"] == pytest.approx(0.25) and got["hr_at_2"] == pytest.approx(0.5)
+    assert got["mrr_at_2"] == pytest.approx((1 + 1 / 2) / 4)
+    assert got["ndcg_at_2"] == pytest.approx((1 + 1 / math.log2(3)) / 4)
+    nothing = peer_ranking_metrics(logits, torch.tensor([0, 1]), (1,), excluded_ids=FIELD_SPECIAL_IDS)
+    assert math.isnan(nothing["hr_at_1"]) and nothing["n_unseen"] == 1.0
+    with pytest.raises(ValueError, match="positive cut-offs"):
+        peer_ranking_metrics(logits, torch.tensor([5, 2]), (0,))
+
+
+def test_peer_ranking_metrics_agree_with_the_plain_ones_without_ties():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(64, 30, generator=generator)
+    targets = torch.randint(2, 30, (64,), generator=generator)
+    got = peer_ranking_metrics(logits, targets, (5, 30), excluded_ids=FIELD_SPECIAL_IDS)
+    plain = exclude_special_ids(logits, FIELD_SPECIAL_IDS)
+    assert got["hr_at_5"] == pytest.approx(hit_rate_at_k(plain, targets, 5))
+    assert got["ndcg_at_5"] == pytest.approx(ndcg_at_k(plain, targets, 5))
+    assert got["mrr_at_30"] == pytest.approx(mean_reciprocal_rank(plain, targets))
