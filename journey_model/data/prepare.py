@@ -211,15 +211,19 @@ class _Job:
             self.files = event_files(self.events_dir)
         except ValueError as error:
             raise PrepareError(str(error)) from error
-        if (self.out / MANIFEST_FILE).exists():  # whichever config made it: replaced only on request
-            if not overwrite:
-                raise PrepareError(f"{self.out} already holds a complete prepared dataset; pass overwrite to rebuild")
-            shutil.rmtree(self.out)
+        complete = (self.out / MANIFEST_FILE).exists()
         self.labels = self._load_labels()
         self.val_from, self.test_from = self._split_dates()
         # Made after the labels are read: the fingerprint covers the label horizon taken from their sidecar.
         self.output = ResumableJob(self.out, config.fingerprint(), state_file=SCAN_FILE, manifest_file=MANIFEST_FILE,
                                    part_folders=SPLITS)
+        # The same job finished here already (e.g. killed after its manifest was written): nothing to redo.
+        self.finished = self.output.complete_manifest() if complete and not overwrite else None
+        if complete and self.finished is None:  # another config's dataset: replaced only on request
+            if not overwrite:
+                raise PrepareError(f"{self.out} already holds a complete prepared dataset of another config; pass "
+                                   "overwrite to rebuild")
+            shutil.rmtree(self.out)
         self.work = self.output.work
         self.dropped: Counter = Counter()
         self.censored: Counter = Counter()
@@ -618,6 +622,8 @@ def prepare(config: PrepareConfig, *, overwrite: bool = False, progress: bool = 
     """Build the point-in-time dataset described by ``config``; resumes an interrupted run of the same config."""
     started = time.perf_counter()
     job = _Job(config, overwrite=overwrite, progress=progress)
+    if job.finished is not None:
+        return PrepareReport(**{k: v for k, v in job.finished.items() if k in PrepareReport.__dataclass_fields__})
     scanned = job.output.resume()
     if scanned is not None:
         preprocessor = Preprocessor.from_dict(scanned["preprocessor"], source=str(job.output.state_file))

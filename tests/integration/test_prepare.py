@@ -209,10 +209,16 @@ def test_interrupted_prepare_resumes_to_the_same_result(events_dir, tmp_path, mo
 
 
 def test_complete_output_is_not_overwritten_silently(events_dir, tmp_path):
-    prepare(_dates_config(events_dir, tmp_path / "ds"), progress=False)
-    with pytest.raises(PrepareError, match="already holds a complete prepared dataset"):
-        prepare(_dates_config(events_dir, tmp_path / "ds"), progress=False)
-    prepare(_dates_config(events_dir, tmp_path / "ds"), overwrite=True, progress=False)
+    first = prepare(_dates_config(events_dir, tmp_path / "ds"), progress=False)
+    # the same job again (e.g. rerun after a kill that came after the manifest): reported, nothing redone
+    manifest_time = (tmp_path / "ds" / "manifest.json").stat().st_mtime_ns
+    again = prepare(_dates_config(events_dir, tmp_path / "ds"), progress=False)
+    assert again.examples == first.examples and again.dropped == first.dropped
+    assert (tmp_path / "ds" / "manifest.json").stat().st_mtime_ns == manifest_time
+    # another config's dataset is replaced only on request
+    with pytest.raises(PrepareError, match="already holds a complete prepared dataset of another config"):
+        prepare(_dates_config(events_dir, tmp_path / "ds", min_history=2), progress=False)
+    prepare(_dates_config(events_dir, tmp_path / "ds", min_history=2), overwrite=True, progress=False)
 
 
 @pytest.mark.parametrize(
