@@ -17,6 +17,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,8 @@ from serving.schemas import INPUT_ERROR_TYPE, CustomerEvents, CustomerUpdate
 
 STANDARD_EVENT_FIELDS = ("event_id", "item", "amount", "channel")  # declared on serving.schemas.Event
 MAX_REPORTED_PROBLEMS = 20
+_STRING_OR_NONE = {str, type(None)}
+_FLOAT_OR_NONE = {float, type(None)}
 _request_counter = itertools.count()
 
 
@@ -173,13 +176,13 @@ def parse_customers(
     columns: dict[str, Any] = {}
     for name in contract.categorical + contract.numeric:
         if name in STANDARD_EVENT_FIELDS:
-            values = [getattr(e, name) for e in events]
+            values = list(map(attrgetter(name), events))
         else:
             values = [extra.get(name) for extra in extras]
         if name not in STANDARD_EVENT_FIELDS:  # extras arrive untyped: strings for categorical fields, numbers for numeric ones
             if name in contract.numeric:
                 values = _finite_numbers(values, name, where, problems)
-            else:
+            elif not set(map(type, values)) <= _STRING_OR_NONE:  # the usual case is checked at C speed
                 for flat, value in enumerate(values):
                     if value is not None and type(value) is not str:
                         loc, who = where(flat)
@@ -187,7 +190,7 @@ def parse_customers(
                                                 f"got {type(value).__name__} {_shown(value)}", "string_type"))
         columns[name] = values
 
-    ts = pa.array([e.ts for e in events], type=TIMESTAMP_TYPE)  # aware -> UTC, naive read as UTC
+    ts = pa.array(list(map(attrgetter("ts"), events)), type=TIMESTAMP_TYPE)  # aware -> UTC, naive read as UTC
     cutoffs = [_as_utc(c.cutoff) if c.cutoff is not None else now for c in customers]
     cutoff_array = pa.array(cutoffs, type=TIMESTAMP_TYPE)
     ts_micros = ts.cast(pa.int64()).to_numpy(zero_copy_only=False)
@@ -205,10 +208,10 @@ def parse_customers(
     keys = [f"r{request_id}-{i}" for i in range(len(customers))]
     schema = contract.preprocessor.dataset.arrow_schema()
     arrays = {
-        CUSTOMER_ID: pa.array(np.repeat(np.array(keys, dtype=object), counts), pa.string()),
+        CUSTOMER_ID: pa.array(keys, pa.string()).take(pa.array(owner)),
         TIMESTAMP: ts,
-        EVENT_TYPE: pa.array([e.event_type for e in events], pa.string()),
-        EVENT_ID: pa.array([e.event_id for e in events], pa.string()),
+        EVENT_TYPE: pa.array(list(map(attrgetter("event_type"), events)), pa.string()),
+        EVENT_ID: pa.array(list(map(attrgetter("event_id"), events)), pa.string()),
     }
     for name in contract.categorical:
         arrays[name] = pa.array(columns[name], pa.string())
@@ -255,6 +258,10 @@ def _out_of_vocabulary(
 def _finite_numbers(values: list[Any], name: str, where: Any, problems: list[dict[str, Any]]) -> list[Any]:
     """An untyped numeric extra field's values as floats (None kept); a value that is not a finite number that
     float64 holds (text, a boolean, NaN, ±Infinity, 1e400, 10**400) is a problem naming the event and the field."""
+    if set(map(type, values)) <= _FLOAT_OR_NONE:  # the usual case: floats and nulls, checked at C speed
+        numbers = np.array(values, dtype=np.float64)  # None -> NaN
+        if all(values[k] is None for k in np.flatnonzero(~np.isfinite(numbers))):
+            return values
     out: list[Any] = values
     for flat, value in enumerate(values):
         if value is None or (type(value) is float and math.isfinite(value)):  # the usual case, fast

@@ -109,6 +109,7 @@ class Vocabulary:
     tokens: list[str]  # reserved tokens first, then values
     num_reserved: int = len(FIELD_SPECIALS)
     _index: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+    _value_set: pa.Array | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._index = {token: i for i, token in enumerate(self.tokens) if i >= self.num_reserved}
@@ -134,12 +135,13 @@ class Vocabulary:
             values = values.combine_chunks() if values.num_chunks else pa.array([], type=pa.string())
         if values.type != pa.string():
             values = values.cast(pa.string())
-        value_set = pa.array(self.tokens[self.num_reserved :], type=pa.string())
-        index = pc.index_in(values, value_set=value_set)
-        ids = index.to_numpy(zero_copy_only=False)
-        out = np.where(np.isnan(ids.astype(np.float64)), OOV_ID, np.nan_to_num(ids, nan=0) + self.num_reserved)
-        out = out.astype(np.int32)
-        out[np.asarray(values.is_null().to_numpy(zero_copy_only=False))] = PAD_ID
+        if self._value_set is None:  # built once: online requests encode a few hundred values at a time
+            self._value_set = pa.array(self.tokens[self.num_reserved :], type=pa.string())
+        index = pc.index_in(values, value_set=self._value_set)
+        ids = np.asarray(pc.fill_null(index, -1).to_numpy(zero_copy_only=False), dtype=np.int32)
+        out = np.where(ids < 0, np.int32(OOV_ID), ids + np.int32(self.num_reserved)).astype(np.int32)
+        if values.null_count:
+            out[np.asarray(values.is_null().to_numpy(zero_copy_only=False))] = PAD_ID
         return out
 
     def decode(self, ids: Iterable[int]) -> list[str]:
