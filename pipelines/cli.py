@@ -133,6 +133,8 @@ def _run_prepare(args: argparse.Namespace, config: Any) -> int:
 def _print_run(result) -> None:  # noqa: ANN001 - TrainResult, imported lazily
     print(f"{result.model_name} ({', '.join(result.tasks)}): {result.parameters:,} parameters, "
           f"{result.epochs} epochs, {result.seconds:.0f} s")
+    if result.stop_reason:
+        print(f"  {result.stop_reason}")
     if result.validation_value is not None:
         print(f"  {'best ' + result.validation_metric:<32} {result.validation_value:.4f}")
     for key, value in sorted(result.test_metrics.items()):
@@ -148,7 +150,7 @@ def _run_train(args: argparse.Namespace, config: TrainConfig) -> int:
     from journey_model.tracking.runs import tracked_train
 
     _quiet_lightning(args)
-    result = tracked_train(config, metrics_out=args.metrics_out)
+    result = tracked_train(config, metrics_out=args.metrics_out, predictions_out=args.predictions_out)
     if result.global_rank == 0:  # DDP worker processes run the same command; one of them reports
         _print_run(result)
     return 0
@@ -163,7 +165,7 @@ def _run_compare(args: argparse.Namespace, config: CompareConfig) -> int:
     if not train.tasks:
         raise ValueError("journey compare needs --task (models are compared on the same tasks)")
     keys = config.metrics or metric_keys_for(train.tasks, Preprocessor.load(train.data_dir).outcome_names)
-    comparison = compare_models(config.models, train, metric_keys=keys)
+    comparison = compare_models(config.models, train, metric_keys=keys, predictions_dir=args.predictions_out)
     print(comparison.table(keys))
     if config.comparison_json:
         comparison.save(config.comparison_json)
@@ -263,7 +265,18 @@ def _add_overwrite(help: str) -> Callable[[argparse.ArgumentParser], None]:
 
 
 def _add_metrics_out(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--metrics-out", help="write the test metrics (and run facts) here as JSON (default: none)")
+    parser.add_argument("--metrics-out", help="write the test metrics (and run facts, per-epoch history with "
+                        "seconds per epoch) here as JSON (default: none)")
+    parser.add_argument("--predictions-out", metavar="FILE",
+                        help="write each test example's predictions here as Parquet: customer_id, cutoff, "
+                        "p_<outcome> (calibrated), next-event / next-item top-10 ids and probabilities; no event "
+                        "values (default: none)")
+
+
+def _add_predictions_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--predictions-out", metavar="DIR",
+                        help="write each trained model's test predictions as DIR/<model>.parquet (the columns of "
+                        "`journey train --predictions-out`) (default: none)")
 
 
 def _no_extra(parser: argparse.ArgumentParser) -> None:
@@ -312,7 +325,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "Train each model of --models on the same prepared data, tasks and budget (each a nested MLflow run under "
         "one parent run), print and log one table (test metrics, the validation metric, training time, events/s, "
         "parameters) and register the best model by the validation metric. Options are those of `journey train`.",
-        lambda: Settings(CompareConfig, COMPARE_SECTIONS, exclude=("model",)), _run_compare),
+        lambda: Settings(CompareConfig, COMPARE_SECTIONS, exclude=("model",)), _run_compare, _add_predictions_dir),
     "promote": Subcommand(
         "move the champion alias to a model version only if it is better",
         "Compare a registered version (default: the newest) with the current @champion on the validation metric "

@@ -3,7 +3,9 @@
 Used by `journey compare`, `journey demo` and ``benchmarks/bench_models.py``. Each model is trained by
 :func:`journey_model.training.train.train` — the same path as `journey train` — on the same tasks, epochs and batch
 size, and reported with its test metrics, its validation metric (the one that picks the best model), training
-time, throughput and parameters. Models that cannot answer a task are skipped with the reason, and a model
+time, throughput and parameters. Models that cannot answer a task are skipped with the reason, so is a model
+that builds the same network as another one compared on the task (``transformer`` is ``atrank`` outside
+forecasts: :func:`journey_model.models.registry.same_network`), and a model
 whose training fails becomes a ``failed: …`` row; nothing is left out silently.
 
 With tracking on, every model is a nested MLflow run under one parent run (``compare <task>``), the parent
@@ -27,7 +29,7 @@ from mlflow.tracking import MlflowClient
 
 from journey_model.core.files import write_json_atomic
 from journey_model.data.preprocessing import Preprocessor
-from journey_model.models.registry import config_fields, supported_tasks
+from journey_model.models.registry import config_fields, same_network, supported_tasks
 from journey_model.models.tasks import parse_task
 from journey_model.tracking.plots import plt, save_figure
 from journey_model.tracking.registry import register_run_model
@@ -140,8 +142,10 @@ def _row_from_result(name: str, result: TrainResult) -> ComparisonRow:
 
 
 def compare_models(models: list[str], base: TrainConfig, progress_print: bool = True,
-                   metric_keys: list[str] | None = None) -> Comparison:
+                   metric_keys: list[str] | None = None, predictions_dir: str | Path | None = None) -> Comparison:
     """Train each model with ``base``'s data, tasks and budget; rows in the order given.
+
+    ``predictions_dir``: each trained model's test predictions go to ``predictions_dir/<model>.parquet``.
 
     With ``base.track``: one parent MLflow run, a nested run per model, the table logged on the parent and,
     with ``base.register``, the best model by ``base.monitor`` registered.
@@ -165,6 +169,12 @@ def compare_models(models: list[str], base: TrainConfig, progress_print: bool = 
                 comparison.rows.append(ComparisonRow(name, [], {}, 0.0, 0, 0,
                                                      skipped=f"answers none of {[t.value for t in requested]}"))
                 continue
+            twin = same_network(name, usable or tasks)
+            if twin is not None and twin != name and twin in models:
+                on = "+".join(t.value for t in (usable or sorted(tasks, key=lambda t: t.value)))
+                comparison.rows.append(ComparisonRow(name, [], {}, 0.0, 0, 0,
+                                                     skipped=f"same network as {twin} for {on}"))
+                continue
             config = replace(base, model=name, tasks=[t.value for t in usable] if usable else None,
                              output_dir=str(Path(base.output_dir) / "compare"), experiment=experiment,
                              register=False, run_name=name)
@@ -174,7 +184,8 @@ def compare_models(models: list[str], base: TrainConfig, progress_print: bool = 
             accepted = config_fields(name) | RECIPE_FIELDS
             config = replace(config, model_overrides={k: v for k, v in base.model_overrides.items() if k in accepted})
             try:
-                result = tracked_train(config)
+                extra = {"predictions_out": Path(predictions_dir) / f"{name}.parquet"} if predictions_dir else {}
+                result = tracked_train(config, **extra)
             except (KeyboardInterrupt, SystemExit) as error:  # SIGTERM, Ctrl-C: stop the comparison, say where
                 done = [row.model for row in comparison.rows if not row.skipped]
                 error.add_note(f"compare stopped while training {name}; finished before: {done or 'none'}")
@@ -186,8 +197,9 @@ def compare_models(models: list[str], base: TrainConfig, progress_print: bool = 
                 continue
             comparison.rows.append(_row_from_result(name, result))
             if progress_print:
-                print(f"  trained {name:<14} in {result.seconds:5.0f} s  "
-                      f"({result.validation_metric} {result.validation_value:.4f})", flush=True)
+                value = "-" if result.validation_value is None else f"{result.validation_value:.4f}"
+                print(f"  trained {name:<14} in {result.seconds:5.0f} s  ({result.validation_metric} {value})"
+                      + (f"; {result.stop_reason}" if result.stopped_by == "max_time" else ""), flush=True)
         if run is not None:
             _log_comparison(comparison, base, keys, preprocessor.dataset.name)
     return comparison

@@ -726,6 +726,15 @@ def _check_labels_accounted(job: _Job, counts: Counter) -> None:
         )
 
 
+def prepared_cutoff_strategy(out_dir: str | Path) -> str | None:
+    """How a prepared dataset chose its cut-offs (``labels``, ``every-event``, ``dates``); None if unrecorded."""
+    path = Path(out_dir) / MANIFEST_FILE
+    if not path.exists():
+        return None
+    config = json.loads(path.read_text()).get("config") or {}
+    return config.get("cutoff_strategy")
+
+
 def read_split(out_dir: str | Path, split: str, columns: list[str] | None = None) -> pa.Table:
     """Read one split of a prepared dataset (all its parts)."""
     folder = Path(out_dir) / split

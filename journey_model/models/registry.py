@@ -40,6 +40,10 @@ class ModelEntry:
     description: str  # one line for list_models / CLI help
     fixed: dict[str, object] = field(default_factory=dict)  # config fields the name decides
     defaults: dict[str, object] = field(default_factory=dict)  # config fields the name prefers (overridable)
+    # The model this one reduces to, and the tasks on which it does: on those tasks (and no others) both
+    # names build the same network with the same parameters, so `journey compare` trains only one of them.
+    same_network_as: str | None = None
+    same_network_on: frozenset[Task] = frozenset()
 
 
 def _rnn(cell: str, attention: str = "none", cho: bool = False) -> dict[str, object]:
@@ -107,7 +111,9 @@ MODELS: dict[str, ModelEntry] = {
         {"bidirectional": False},
     ),
     "transformer": ModelEntry(
-        Transformer, TransformerConfig, "ATRank encoder + Transformer decoder (Vaswani et al. 2017)"
+        Transformer, TransformerConfig, "ATRank encoder + Transformer decoder (Vaswani et al. 2017)",
+        # its decoder only serves forecasts: outside them it is ATRank, parameter for parameter
+        same_network_as="atrank", same_network_on=frozenset({Task.OUTCOME, Task.NEXT_EVENT, Task.NEXT_ITEM}),
     ),
     "bag": ModelEntry(BagOfEvents, BagConfig, "bag-of-events logistic regression (counts, recency-free)"),
     "markov": ModelEntry(
@@ -139,6 +145,15 @@ def config_fields(name: str) -> set[str]:
 def supported_tasks(name: str) -> frozenset[Task]:
     """The tasks model ``name`` can answer, without building it."""
     return _entry(name).model_class.supported_tasks
+
+
+def same_network(name: str, tasks: Iterable[Task | str]) -> str | None:
+    """The model whose network ``name`` builds on ``tasks`` (each among its ``same_network_on``), else None."""
+    entry = _entry(name)
+    wanted = {Task(t) for t in tasks}
+    if entry.same_network_as is None or not wanted or not wanted <= entry.same_network_on:
+        return None
+    return entry.same_network_as
 
 
 def build_model(

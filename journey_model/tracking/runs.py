@@ -362,9 +362,10 @@ class RunTracker:
 
 
 def tracked_train(config: TrainConfig, metrics_out: str | Path | None = None,
-                  callbacks: Sequence[Callback] = ()) -> TrainResult:
+                  callbacks: Sequence[Callback] = (), predictions_out: str | Path | None = None) -> TrainResult:
     """:func:`journey_model.training.train.train` recorded in MLflow by :class:`RunTracker` when ``config.track``."""
-    return train(config, metrics_out=metrics_out, callbacks=callbacks, recorder=RunTracker)
+    return train(config, metrics_out=metrics_out, callbacks=callbacks, recorder=RunTracker,
+                 predictions_out=predictions_out)
 
 
 __all__ = ["RunTracker", "environment_facts", "git_commit", "tracked_train"]

@@ -50,6 +50,7 @@ JOURNEY_TRAINER_ARGUMENTS: dict[str, str] = {
     "strategy": "--strategy (trainer.strategy)",
     "precision": "--precision (trainer.precision)",
     "max_epochs": "--max-epochs (trainer.max_epochs)",
+    "max_time": "--max-time (trainer.max_time)",
     "gradient_clip_val": "--gradient-clip-val (trainer.gradient_clip_val)",
     "limit_train_batches": "--limit-train-batches (trainer.limit_train_batches)",
     "limit_val_batches": "--limit-val-batches (trainer.limit_val_batches)",
@@ -76,6 +77,22 @@ def check_trainer_options(options: dict[str, Any], accepted: Collection[str] | N
             hint = f"; did you mean {' or '.join(close)}?" if close else ""
             raise ConfigError(f"trainer.trainer_options: {key!r} is not an argument of lightning.Trainer{hint}")
     return options
+
+
+def parse_duration(text: str | float, where: str = "duration") -> float:
+    """Seconds of a duration given as seconds (``90``, ``1.5``), ``HH:MM:SS`` or ``DD:HH:MM:SS``."""
+    value = str(text).strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        parts = value.split(":")
+        if len(parts) not in (3, 4) or not all(p.strip().isdigit() for p in parts):
+            raise ConfigError(f"{where} = {text!r}; expected seconds (90, 1.5), HH:MM:SS or DD:HH:MM:SS") from None
+        days, hours, minutes, secs = ([0] * (4 - len(parts))) + [int(p) for p in parts]
+        seconds = float(((days * 24 + hours) * 60 + minutes) * 60 + secs)
+    if not seconds > 0 or seconds == float("inf"):
+        raise ConfigError(f"{where} = {text!r}; expected a positive, finite duration")
+    return seconds
 
 
 @dataclass(kw_only=True)
@@ -138,6 +155,10 @@ class TrainerConfig:
     """How Lightning trains: budget, optimisation, hardware, checkpoints."""
 
     max_epochs: int = option(10, "upper bound on training epochs; early stopping usually ends sooner [epochs]")
+    max_time: str | None = option(
+        None, "wall-clock budget of training: seconds (90, 1.5) or HH:MM:SS or DD:HH:MM:SS; training stops at "
+        "the first optimiser step past it and the best validated checkpoint is tested; none = no budget "
+        "(`journey compare`: the budget of each model)", metavar="DURATION")
     patience: int = option(3, "validation epochs without improvement of the monitor before stopping [epochs]")
     learning_rate: float | None = option(None, "initial learning rate; none = the model's training recipe (journey_model/training/recipes.py)", flag="--lr")
     lr_schedule: str = option(
@@ -177,6 +198,8 @@ class TrainerConfig:
         if self.max_epochs < 0 or self.patience < 0:
             raise ConfigError(f"trainer.max_epochs = {self.max_epochs}, trainer.patience = {self.patience}; "
                               "expected numbers >= 0")
+        if self.max_time is not None:
+            parse_duration(self.max_time, "trainer.max_time")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"trainer.threads = {self.threads}; expected at least 1 thread")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
@@ -290,5 +313,5 @@ def config_from_args(args: argparse.Namespace, **fixed: Any) -> TrainConfig:
 __all__ = [
     "ConfigError", "DataConfig", "ModelConfig", "TaskConfig", "TrainerConfig", "TrackingConfig", "TrainConfig",
     "SECTIONS", "TRAIN_SETTINGS", "JOURNEY_TRAINER_ARGUMENTS", "add_config_arguments", "check_trainer_options",
-    "config_from_args", "load_config", "read_config_file", "option",
+    "config_from_args", "load_config", "parse_duration", "read_config_file", "option",
 ]

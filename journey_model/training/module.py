@@ -245,6 +245,16 @@ class JourneyModule(L.LightningModule):
             self.log("train/epoch_sequences_per_s", world * self._seen["sequences"] / elapsed)
             self.log("train/epoch_events_per_s", world * self._seen["events"] / elapsed)
 
+    @property
+    def epoch_started(self) -> float:
+        """``time.perf_counter()`` when the current (or last) training epoch started; 0 before any."""
+        return self._epoch_started
+
+    @property
+    def train_seconds(self) -> float:
+        """Seconds spent in the current (or last) epoch's training batches."""
+        return self._train_seconds
+
     def _weight_by_share(self, loss: torch.Tensor, share: int) -> torch.Tensor:
         """Scale this process's mean loss by its share of the global batch.
 
@@ -312,6 +322,10 @@ class EpochHistory(Callback):
         if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
             return
         row = {"epoch": float(trainer.current_epoch), "train/loss": pl_module.train_epoch_loss()}
+        if isinstance(pl_module, JourneyModule) and pl_module.epoch_started:
+            # wall time of the epoch: its training batches, and training plus validation
+            row["time/train_s"] = pl_module.train_seconds
+            row["time/epoch_s"] = time.perf_counter() - pl_module.epoch_started
         if trainer.optimizers:
             row["train/lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
         row.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})

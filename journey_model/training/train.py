@@ -24,15 +24,17 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping
+from lightning.pytorch.callbacks import Callback, EarlyStopping, Timer
 from lightning.pytorch.loggers import Logger
 
 from journey_model.core.files import write_json_atomic
+from journey_model.data.prepare import prepared_cutoff_strategy
 from journey_model.data.preprocessing import Preprocessor
 from journey_model.models import build_model
 from journey_model.models.base import JourneyModel
@@ -44,12 +46,13 @@ from journey_model.training.checkpoints import (
     load_checkpoint,
     verify_checkpoint,
 )
-from journey_model.training.config import ConfigError, TrainConfig, check_trainer_options
+from journey_model.training.config import ConfigError, TrainConfig, check_trainer_options, parse_duration
 from journey_model.training.datamodule import JourneyDataModule
 from journey_model.training.metrics import prefix_metric_keys
 from journey_model.training.module import CHECKPOINT_RUN_KEY, EpochHistory, JourneyModule
+from journey_model.training.predictions import write_predictions
 from journey_model.training.progress import ProgressLog, wants_progress_log
-from journey_model.training.recipes import TrainingRecipe, resolve_recipe, split_overrides
+from journey_model.training.recipes import TrainingRecipe, data_defaults, resolve_recipe, split_overrides
 
 __all__ = ["RunRecorder", "TrainConfig", "TrainResult", "train", "trainer_kwargs"]
 
@@ -95,6 +98,8 @@ class TrainResult:
     registered_model: str | None = None  # journey-<dataset>-<task>, when registered
     registered_version: str | None = None
     global_rank: int = 0  # 0 on the process that reports; DDP workers return results too
+    stopped_by: str | None = None  # why training ended: max_time, early_stopping or max_epochs (None: not trained)
+    stop_reason: str | None = None  # the same in one sentence, e.g. "the --max-time budget of 2 s ran out …"
     history: list[dict[str, float]] = field(default_factory=list, repr=False)  # learning curves per epoch
     module: JourneyModule | None = field(default=None, repr=False)
     # fitted on validation (None: no outcome task, or calibration = none with operating_policy = none);
@@ -229,6 +234,19 @@ def _quiet_validate(trainer: L.Trainer, module: JourneyModule, data: JourneyData
     return {k: float(v) for k, v in (results[0] if results else {}).items()}
 
 
+def _stop_reason(config: TrainConfig, trainer: L.Trainer, early: EarlyStopping, epochs: int) -> tuple[str, str]:
+    """Why ``trainer.fit`` ended: ``(max_time | early_stopping | max_epochs, one sentence)``."""
+    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+    remaining = timer.time_remaining() if timer is not None else None
+    if remaining is not None and remaining <= 0:
+        return "max_time", (f"stopped by --max-time: the wall-clock budget of {config.max_time} "
+                            f"({parse_duration(config.max_time):g} s) ran out after {epochs} complete epoch(s)")
+    if early.stopped_epoch > 0:
+        return "early_stopping", (f"stopped early: {config.monitor} did not improve for {config.patience} "
+                                  f"validation epoch(s) (epoch {early.stopped_epoch})")
+    return "max_epochs", f"ran the {config.max_epochs} epoch(s) of --max-epochs"
+
+
 # Every argument lightning.Trainer takes: trainer.trainer_options is checked against them before a run starts.
 TRAINER_ARGUMENTS = frozenset(inspect.signature(L.Trainer.__init__).parameters) - {"self"}
 
@@ -244,6 +262,7 @@ def trainer_kwargs(config: TrainConfig, *, callbacks: Sequence[Callback] = (), g
         accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes,
         strategy=_strategy(config), precision=_precision(config),
         max_epochs=config.max_epochs if trainable else 0, callbacks=list(callbacks),
+        max_time=timedelta(seconds=parse_duration(config.max_time)) if config.max_time and trainable else None,
         logger=False, gradient_clip_val=gradient_clip_val, enable_progress_bar=config.progress, enable_model_summary=False,
         limit_train_batches=config.limit_train_batches, limit_val_batches=config.limit_val_batches,
         deterministic=config.deterministic, use_distributed_sampler=False,
@@ -253,10 +272,11 @@ def trainer_kwargs(config: TrainConfig, *, callbacks: Sequence[Callback] = (), g
 
 
 def train(config: TrainConfig, metrics_out: str | Path | None = None, callbacks: Sequence[Callback] = (),
-          recorder: RecorderFactory | None = None) -> TrainResult:
+          recorder: RecorderFactory | None = None, predictions_out: str | Path | None = None) -> TrainResult:
     """Train ``config.model`` on ``config.data_dir``, evaluate on the test split, return the metrics.
 
-    ``callbacks`` are extra Lightning callbacks (tests use one to interrupt a run). With ``config.track``,
+    ``callbacks`` are extra Lightning callbacks (tests use one to interrupt a run). ``predictions_out``: a
+    Parquet file for the test examples' predictions (:mod:`journey_model.training.predictions`). With ``config.track``,
     the global-zero process records the run with ``recorder(config, dataset, tasks, resumed_run_id)``
     (:func:`journey_model.tracking.runs.tracked_train` passes MLflow's).
     """
@@ -274,6 +294,7 @@ def train(config: TrainConfig, metrics_out: str | Path | None = None, callbacks:
     tasks = [parse_task(t) for t in config.tasks] if config.tasks else None
     # One --set list: the recipe's fields tune the training, the others the model config (the architecture).
     recipe_overrides, architecture = split_overrides(config.model, config.model_overrides)
+    architecture = {**data_defaults(config.model, prepared_cutoff_strategy(config.data_dir)), **architecture}
     model = build_model(config.model, data.feature_spec, tasks=tasks, **architecture)
     recipe = resolve_recipe(config.model, recipe_overrides, learning_rate=config.learning_rate,
                             gradient_clip_val=config.gradient_clip_val)
@@ -308,10 +329,11 @@ def train(config: TrainConfig, metrics_out: str | Path | None = None, callbacks:
             module.tracking_run_id = tracker.run_id
             tracker.log_setup(config, data.preprocessor, model, threads=threads, trainer=trainer, recipe=recipe)
         data.setup()
-        epochs, best, throughput = 0, None, None
+        epochs, best, throughput, stopped_by, stop_reason = 0, None, None, None, None
         if model.trainable:
             trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=True)
             epochs = trainer.current_epoch
+            stopped_by, stop_reason = _stop_reason(config, trainer, early, epochs)
             throughput = trainer.callback_metrics.get("train/events_per_s")
             best = checkpoint.best_model_path or None
             if best:
@@ -331,9 +353,12 @@ def train(config: TrainConfig, metrics_out: str | Path | None = None, callbacks:
             events_per_second=float(throughput) if throughput is not None else None,
             validation_metric=config.monitor, validation_value=val_metrics.get(config.monitor), dataset=dataset,
             global_rank=trainer.global_rank, history=list(history.epochs), module=module, calibration=calibration,
+            stopped_by=stopped_by, stop_reason=stop_reason,
         )
         if tracker is not None:
             tracker.log_result(result, module, data)
+    if predictions_out and is_zero:
+        write_predictions(predictions_out, model, data, calibration)
     if metrics_out and is_zero:
         path = Path(metrics_out)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import pytest
 import torch
@@ -205,3 +205,94 @@ def test_training_calibrates_the_outcomes_and_the_bundle_carries_it(prepared, tm
     for name in names:
         assert scores[f"flag_{name}"].mean() == pytest.approx(
             result.calibration.outcomes[name].operating_point.flagged_share, abs=0.01)
+
+
+def test_max_time_stops_training_and_says_why_and_predictions_are_written(prepared, tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    predictions = tmp_path / "predictions.parquet"
+    code = journey(["-q", "train", "--data", str(prepared), "--model", "atrank", "--task", "outcome,next_event",
+                    "--max-epochs", "100", "--max-time", "1", "--batch-size", "16", "--set", "hidden_size=16",
+                    "--set", "num_heads=2", "--set", "field_dim=8", "--output-dir", str(tmp_path), "--no-track",
+                    "--metrics-out", str(tmp_path / "m.json"), "--predictions-out", str(predictions)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "stopped by --max-time: the wall-clock budget of 1 (1 s) ran out" in out
+    written = json.loads((tmp_path / "m.json").read_text())
+    assert written["stopped_by"] == "max_time" and written["epochs"] < 100
+    table = pq.read_table(predictions)
+    test = read_split(prepared, "test", columns=["customer_id", "cutoff"])
+    assert table.column("customer_id").to_pylist() == test.column("customer_id").to_pylist()
+    assert table.column("cutoff").equals(test.column("cutoff"))
+    assert set(table.column_names) == {"customer_id", "cutoff", "p_churn", "p_default", "p_uptake",
+                                       "next_event_top_ids", "next_event_top_p"}  # no event values, no labels
+    p = table.column("p_default").to_numpy()
+    assert ((p >= 0) & (p <= 1)).all()
+    top = table.column("next_event_top_p").to_pylist()[0]
+    assert len(top) == 10 and top == sorted(top, reverse=True) and sum(top) <= 1 + 1e-6
+    with pytest.raises(ConfigError, match="max_time"):
+        TrainConfig(data_dir=str(prepared), max_time="twenty minutes")
+    assert TrainConfig(data_dir=str(prepared), max_time="00:20:00").max_time == "00:20:00"
+
+
+def test_metrics_out_history_has_seconds_per_epoch(prepared, tmp_path):
+    result = train(TrainConfig(data_dir=str(prepared), model="bag", tasks=["outcome"], max_epochs=2, patience=5,
+                               batch_size=64, progress=False, output_dir=str(tmp_path)),
+                   metrics_out=tmp_path / "metrics.json")
+    history = json.loads((tmp_path / "metrics.json").read_text())["history"]
+    assert [row["epoch"] for row in history] == [0.0, 1.0] and result.stopped_by == "max_epochs"
+    for row in history:
+        assert 0 < row["time/train_s"] <= row["time/epoch_s"]
+
+
+def test_compare_skips_a_model_that_is_the_same_network_and_writes_predictions_per_model(prepared, tmp_path):
+    import pyarrow.parquet as pq
+
+    from journey_model.models.registry import same_network
+    from journey_model.training.datamodule import JourneyDataModule
+
+    assert same_network("transformer", ["outcome", "next_event"]) == "atrank"
+    assert same_network("transformer", ["outcome", "forecast"]) is None and same_network("atrank", ["outcome"]) is None
+    spec = JourneyDataModule(str(prepared)).feature_spec
+    torch.manual_seed(0)
+    atrank = build_model("atrank", spec, tasks=["outcome"])
+    torch.manual_seed(0)
+    transformer = build_model("transformer", spec, tasks=["outcome"])
+    assert [(k, v.shape) for k, v in atrank.state_dict().items()] == \
+        [(k, v.shape) for k, v in transformer.state_dict().items()]
+
+    base = TrainConfig(data_dir=str(prepared), tasks=["outcome"], max_epochs=1, limit_train_batches=2, progress=False,
+                       output_dir=str(tmp_path), track=False, model_overrides=SMALL_MODEL)
+    comparison = compare.compare_models(["transformer", "atrank", "bag"], base, progress_print=False,
+                                        predictions_dir=tmp_path / "predictions")
+    rows = {row.model: row for row in comparison.rows}
+    assert rows["transformer"].skipped == "same network as atrank for outcome"
+    assert "skipped: same network as atrank for outcome" in comparison.table(["auc/churn"])
+    assert rows["atrank"].skipped is None and rows["bag"].skipped is None
+    assert sorted(p.name for p in (tmp_path / "predictions").iterdir()) == ["atrank.parquet", "bag.parquet"]
+    assert "p_churn" in pq.read_table(tmp_path / "predictions" / "bag.parquet").column_names
+    # alone, or on forecasts, the transformer is trained
+    alone = compare.compare_models(["transformer"], replace(base, output_dir=str(tmp_path / "alone")),
+                                   progress_print=False)
+    assert alone.rows[0].skipped is None
+
+
+def test_count_baselines_count_only_targets_on_every_event_data_unless_told(prepared, tmp_path):
+    from journey_model.data.prepare import PrepareConfig, prepare
+    from journey_model.data.preprocessing import PreprocessingConfig
+    from journey_model.training.recipes import data_defaults
+
+    assert data_defaults("markov", "every-event") == {"count_history": False}
+    assert data_defaults("markov", "labels") == {} and data_defaults("atrank", "every-event") == {}
+    every = tmp_path / "every"
+    prepare(PrepareConfig(events_dir=str(prepared.parent / "synth"), out_dir=str(every), cutoff_strategy="every-event",
+                          max_examples_per_customer=3, preprocessing=PreprocessingConfig(max_len=30)), progress=False)
+
+    def count_history(data: str, overrides: dict) -> bool:
+        result = train(TrainConfig(data_dir=data, model="markov", tasks=["next_event"], progress=False,
+                                   output_dir=str(tmp_path / "runs"), model_overrides=overrides))
+        return result.module.model.config.count_history
+
+    assert count_history(str(every), {}) is False
+    assert count_history(str(every), {"count_history": True}) is True
+    assert count_history(str(prepared), {}) is True
