@@ -41,7 +41,7 @@ from journey_model.training.train import TrainConfig, TrainResult
 # Test-metric columns of the table per task (keys without "test/"); outcome columns are per outcome name.
 TASK_METRICS: dict[str, list[str]] = {
     "next_event": ["acc", "hr_at_5", "mrr"],
-    "next_item": ["acc/item", "hr_at_10/item", "mrr/item"],
+    "next_item": ["acc/item", "hr_at_10/item", "ndcg_at_10/item", "mrr_at_10/item"],
     "forecast": ["step_acc/1", "edit_distance_norm"],
 }
 log = logging.getLogger(__name__)

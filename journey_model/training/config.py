@@ -142,6 +142,10 @@ class TaskConfig:
         "capacity:10%", "where flag_<outcome> cuts, chosen on validation: capacity:N% (flag the top N %), "
         "precision:P (lowest threshold with that precision), cost:C (a missed positive costs C false alarms), "
         "or none (no flags)")
+    unseen_as_miss: bool = option(
+        False, "count next-event / next-item targets unseen in training (<oov>) as misses in acc, HR@k, NDCG@k "
+        "and MRR (the peers' full-ranking convention); by default they are dropped and counted "
+        "(test/unseen_targets), which flatters every model")
 
     def check_task(self) -> None:
         check_choice("task", "monitor_mode", self.monitor_mode, MONITOR_MODES)

@@ -10,11 +10,12 @@ Four families, each as plain functions over tensors and as a stateful accumulato
   equal-width bins, and the data of the ROC, precision-recall and reliability curves for plotting.
   Keys ``auc/<name>``, ``pr_auc/<name>``, ``logloss/<name>``, ``ece/<name>``, ``prevalence/<name>``,
   ``n/<name>``.
-* **Next event** (logits ``(B, V)`` over a vocabulary, target ids ``(B,)``, 0 = unknown): accuracy, hit rate
-  and NDCG at k, mean reciprocal rank. Keys ``acc``, ``hr_at_<k>``, ``ndcg_at_<k>``, ``mrr``, ``n_ranked``
-  (with ``/<target name>`` appended when the accumulator is given one).
-  :func:`peer_ranking_metrics` gives HR@k, NDCG@k and MRR@k as the sequential-recommendation peers define them
-  (expected value over tied scores, MRR cut at k, unseen targets optionally counted as misses).
+* **Next event** (logits ``(B, V)`` over a vocabulary, target ids ``(B,)``, 0 = unknown): accuracy, hit rate,
+  NDCG and MRR at k, mean reciprocal rank. Keys ``acc``, ``hr_at_<k>``, ``ndcg_at_<k>``, ``mrr_at_<k>``,
+  ``mrr``, ``n_ranked``, ``unseen_targets`` (with ``/<target name>`` appended when the accumulator is given
+  one). The accumulator ranks as :func:`peer_ranking_metrics` does, the sequential-recommendation peers'
+  definitions (expected value over tied scores, MRR@k cut at k, unseen targets optionally counted as misses);
+  :func:`hit_rate_at_k` and friends are the pessimistic-tie variants.
 * **Forecast** (predicted and true future event-type ids ``(B, K)``, ending at ``<eos>`` = 3, padded with 0):
   per-step accuracy and Levenshtein edit distance, raw and normalised. Keys ``step_acc/<k>``,
   ``edit_distance``, ``edit_distance_norm``, ``n_forecast``.
@@ -557,6 +558,42 @@ def _sum_over_ranks(table: torch.Tensor, low: torch.Tensor, high: torch.Tensor) 
     return torch.where(high >= low, table[high.clamp(min=0)] - table[(low - 1).clamp(min=0)], 0.0)
 
 
+def _fair_rank_sums(
+    logits: torch.Tensor, targets: torch.Tensor, ks: Sequence[int], excluded_ids: Sequence[int]
+) -> dict[str, torch.Tensor]:
+    """Per-batch sums behind :func:`peer_ranking_metrics` and :class:`NextEventMetrics` (float64 tensors).
+
+    ``hr``, ``ndcg``, ``mrr_at``: ``(len(ks),)`` sums over the rankable targets of each metric's expectation over
+    tied orders; ``mrr``: the same for 1/rank without a cut-off; ``rankable`` (a ``(B,)`` mask), ``n_unseen``.
+    """
+    logits = logits.detach().to(torch.float64)
+    excluded = sorted(set(int(i) for i in excluded_ids))
+    ranked = exclude_special_ids(logits, excluded) if excluded else logits
+    known = targets != PAD_ID
+    unseen = known & torch.isin(targets, torch.tensor(excluded, dtype=targets.dtype, device=targets.device))
+    rankable = known & ~unseen
+    target_logit = ranked.gather(1, targets[:, None])
+    higher = (ranked > target_logit).sum(dim=1)[rankable]
+    tied = (ranked == target_logit).sum(dim=1)[rankable]  # the target itself included
+    low, high = higher + 1, higher + tied
+    ranks = torch.arange(0, logits.shape[1] + 1, dtype=torch.float64, device=logits.device)
+    safe = ranks.clamp(min=1)
+    reciprocal = torch.cumsum(torch.where(ranks > 0, 1.0 / safe, 0.0), 0)
+    discounted = torch.cumsum(torch.where(ranks > 0, 1.0 / torch.log2(safe + 1.0), 0.0), 0)
+    spread = tied.to(torch.float64)
+    hr, ndcg, mrr_at = [], [], []
+    for k in ks:
+        top = torch.minimum(high, torch.full_like(high, int(k)))
+        hr.append(((top - low + 1).clamp(min=0).to(torch.float64) / spread).sum())
+        ndcg.append((_sum_over_ranks(discounted, low, top) / spread).sum())
+        mrr_at.append((_sum_over_ranks(reciprocal, low, top) / spread).sum())
+    return {
+        "hr": torch.stack(hr), "ndcg": torch.stack(ndcg), "mrr_at": torch.stack(mrr_at),
+        "mrr": (_sum_over_ranks(reciprocal, low, high) / spread).sum(),
+        "rankable": rankable, "n_unseen": unseen.sum().to(torch.float64),
+    }
+
+
 def peer_ranking_metrics(
     logits: torch.Tensor,
     targets: torch.Tensor,
@@ -575,35 +612,21 @@ def peer_ranking_metrics(
     default; with ``unseen_as_miss`` it counts as a miss in every metric instead (the peers' full-ranking
     convention: leaving them out flatters every model). Unknown targets (id 0) are always left out. Keys
     ``hr_at_<k>``, ``ndcg_at_<k>``, ``mrr_at_<k>``, ``n_ranked``, ``n_unseen``; NaN when nothing is ranked.
+    :class:`NextEventMetrics` (what train and compare log) accumulates the same values over batches.
     """
     _check_ranking_inputs(logits, targets, "peer_ranking_metrics")
     if not ks or any(int(k) < 1 for k in ks):
         raise ValueError(f"peer_ranking_metrics: ks must be positive cut-offs, got {list(ks)}")
-    logits = logits.detach().to(torch.float64)
-    excluded = sorted(set(int(i) for i in excluded_ids))
-    ranked = exclude_special_ids(logits, excluded) if excluded else logits
-    known = targets != PAD_ID
-    unseen = known & torch.isin(targets, torch.tensor(excluded, dtype=targets.dtype, device=targets.device))
-    rankable = known & ~unseen
-    target_logit = ranked.gather(1, targets[:, None])
-    higher = (ranked > target_logit).sum(dim=1)[rankable]
-    tied = (ranked == target_logit).sum(dim=1)[rankable]  # the target itself included
-    low, high = higher + 1, higher + tied
-    ranks = torch.arange(0, logits.shape[1] + 1, dtype=torch.float64, device=logits.device)
-    safe = ranks.clamp(min=1)
-    reciprocal = torch.cumsum(torch.where(ranks > 0, 1.0 / safe, 0.0), 0)
-    discounted = torch.cumsum(torch.where(ranks > 0, 1.0 / torch.log2(safe + 1.0), 0.0), 0)
-    n = float(rankable.sum()) + (float(unseen.sum()) if unseen_as_miss else 0.0)
+    sums = _fair_rank_sums(logits, targets, ks, excluded_ids)
+    n_unseen = float(sums["n_unseen"])
+    n = float(sums["rankable"].sum()) + (n_unseen if unseen_as_miss else 0.0)
     values: dict[str, float] = {}
-    for k in (int(k) for k in ks):
-        top = torch.minimum(high, torch.full_like(high, k))
-        within = (top - low + 1).clamp(min=0).to(torch.float64)
-        spread = tied.to(torch.float64)
-        values[f"hr_at_{k}"] = float((within / spread).sum()) / n if n else math.nan
-        values[f"ndcg_at_{k}"] = float((_sum_over_ranks(discounted, low, top) / spread).sum()) / n if n else math.nan
-        values[f"mrr_at_{k}"] = float((_sum_over_ranks(reciprocal, low, top) / spread).sum()) / n if n else math.nan
+    for i, k in enumerate(int(k) for k in ks):
+        values[f"hr_at_{k}"] = float(sums["hr"][i]) / n if n else math.nan
+        values[f"ndcg_at_{k}"] = float(sums["ndcg"][i]) / n if n else math.nan
+        values[f"mrr_at_{k}"] = float(sums["mrr_at"][i]) / n if n else math.nan
     values["n_ranked"] = n
-    values["n_unseen"] = float(unseen.sum())
+    values["n_unseen"] = n_unseen
     return values
 
 
@@ -611,9 +634,13 @@ class NextEventMetrics(Metric):
     """Epoch-level next-event (or next-item) ranking metrics, accumulated as sums.
 
     ``update(logits, targets, negative_ids=None)``: logits ``(B, V)``, target ids ``(B,)`` with 0 = unknown
-    (skipped). ``excluded_ids`` are set to -inf before ranking and argmax. When ``negative_ids`` ``(B,)`` are
-    given (see :func:`sample_negative_ids`), ATRank's sampled AUC is accumulated too from the same logits
-    (keys ``sampled_auc`` and ``n_sampled``).
+    (skipped). ``excluded_ids`` are set to -inf before ranking and argmax. HR@k, NDCG@k, MRR@k and MRR are the
+    peers' definitions (:func:`peer_ranking_metrics`: ties counted fairly, MRR@k cut at k; ``mrr`` has no
+    cut-off). A known target that is itself an excluded id (an item or type unseen in training, <oov>) is
+    counted in ``unseen_targets`` and left out of every metric, or, with ``unseen_as_miss``, counted as a miss
+    in ``acc``, ``hr_at_<k>``, ``ndcg_at_<k>``, ``mrr_at_<k>`` and ``mrr`` (and in ``n_ranked``). When
+    ``negative_ids`` ``(B,)`` are given (see :func:`sample_negative_ids`), ATRank's sampled AUC is accumulated
+    too from the same logits, over the rankable targets only (keys ``sampled_auc`` and ``n_sampled``).
     """
 
     is_differentiable = False
@@ -626,8 +653,9 @@ class NextEventMetrics(Metric):
         excluded_ids: Sequence[
             int
         ],  # ids never ranked: EVENT_TYPE_SPECIAL_IDS or FIELD_SPECIAL_IDS. No default.
-        ks: Sequence[int] = (1, 5, 10),  # cut-offs for hr_at_k and ndcg_at_k
+        ks: Sequence[int] = (1, 5, 10),  # cut-offs for hr_at_k, ndcg_at_k and mrr_at_k
         target_name: str | None = None,  # appended to every key as "/<target_name>" when given
+        unseen_as_miss: bool = False,  # count targets unseen in training (<oov>) as misses instead of dropping them
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -636,14 +664,15 @@ class NextEventMetrics(Metric):
         self.ks = [int(k) for k in ks]
         self.excluded_ids = tuple(int(i) for i in excluded_ids)
         self.suffix = f"/{target_name}" if target_name else ""
+        self.unseen_as_miss = bool(unseen_as_miss)
         zero = torch.tensor(0.0, dtype=torch.float64)
+        per_k = torch.zeros(len(self.ks), dtype=torch.float64)
         self.add_state("n", default=zero.clone(), dist_reduce_fx="sum")
         self.add_state("correct", default=zero.clone(), dist_reduce_fx="sum")
         self.add_state("reciprocal_rank_sum", default=zero.clone(), dist_reduce_fx="sum")
-        self.add_state("hits", default=torch.zeros(len(self.ks), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state(
-            "ndcg_sum", default=torch.zeros(len(self.ks), dtype=torch.float64), dist_reduce_fx="sum"
-        )
+        self.add_state("hits", default=per_k.clone(), dist_reduce_fx="sum")
+        self.add_state("ndcg_sum", default=per_k.clone(), dist_reduce_fx="sum")
+        self.add_state("mrr_at_sum", default=per_k.clone(), dist_reduce_fx="sum")
         self.add_state("n_sampled", default=zero.clone(), dist_reduce_fx="sum")
         self.add_state("n_unrankable", default=zero.clone(), dist_reduce_fx="sum")
         self.add_state("sampled_wins", default=zero.clone(), dist_reduce_fx="sum")
@@ -656,20 +685,16 @@ class NextEventMetrics(Metric):
         ranked = exclude_special_ids(logits, self.excluded_ids)
         # A target that is itself an excluded id (<oov> above all) cannot be ranked and would make the
         # sampled AUC compare the model's <oov> score with a real item: such targets are counted apart
-        # (``n_unrankable``) and left out of every metric.
-        unrankable = (targets != PAD_ID) & torch.isin(
-            targets, torch.tensor(self.excluded_ids, dtype=targets.dtype, device=targets.device)
-        )
-        self.n_unrankable += unrankable.sum()
-        known = (targets != PAD_ID) & ~unrankable
-        ranks = target_ranks(ranked, targets)[known].to(torch.float64)
+        # (``n_unrankable``) and left out of the sums (they only enter the denominator with unseen_as_miss).
+        sums = _fair_rank_sums(logits, targets, self.ks, self.excluded_ids)
+        known = sums["rankable"]
+        self.n_unrankable += sums["n_unseen"]
         self.n += known.sum()
         self.correct += (ranked[known].argmax(dim=1) == targets[known]).sum()
-        self.reciprocal_rank_sum += (1.0 / ranks).sum()
-        ks = torch.tensor(self.ks, dtype=torch.float64, device=ranks.device)
-        within = ranks[:, None] <= ks[None, :]  # (n, len(ks))
-        self.hits += within.sum(dim=0)
-        self.ndcg_sum += torch.where(within, 1.0 / torch.log2(ranks[:, None] + 1.0), 0.0).sum(dim=0)
+        self.reciprocal_rank_sum += sums["mrr"]
+        self.hits += sums["hr"]
+        self.ndcg_sum += sums["ndcg"]
+        self.mrr_at_sum += sums["mrr_at"]
         if negative_ids is not None:
             if negative_ids.shape != targets.shape:
                 raise ValueError(
@@ -682,15 +707,18 @@ class NextEventMetrics(Metric):
             self.sampled_wins += (positive_scores > negative_scores).sum()
 
     def compute(self) -> dict[str, float]:
-        n = float(self.n)
+        unrankable = float(self.n_unrankable)
+        n = float(self.n) + (unrankable if self.unseen_as_miss else 0.0)
         values = {f"acc{self.suffix}": float(self.correct) / n if n else math.nan}
         for i, k in enumerate(self.ks):
             values[f"hr_at_{k}{self.suffix}"] = float(self.hits[i]) / n if n else math.nan
             values[f"ndcg_at_{k}{self.suffix}"] = float(self.ndcg_sum[i]) / n if n else math.nan
+            values[f"mrr_at_{k}{self.suffix}"] = float(self.mrr_at_sum[i]) / n if n else math.nan
         values[f"mrr{self.suffix}"] = float(self.reciprocal_rank_sum) / n if n else math.nan
         values[f"n_ranked{self.suffix}"] = n
-        unrankable = float(self.n_unrankable)
-        values[f"unrankable_share{self.suffix}"] = unrankable / (n + unrankable) if n + unrankable else math.nan
+        values[f"unseen_targets{self.suffix}"] = unrankable
+        seen = float(self.n)
+        values[f"unrankable_share{self.suffix}"] = unrankable / (seen + unrankable) if seen + unrankable else math.nan
         n_sampled = float(self.n_sampled)
         if n_sampled:
             values[f"sampled_auc{self.suffix}"] = float(self.sampled_wins) / n_sampled

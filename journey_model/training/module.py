@@ -68,6 +68,8 @@ class JourneyModule(L.LightningModule):
 
     ``recipe`` says how to optimise (optimiser, learning rate, its step decay, weight decay); None = the
     model name's default (:func:`~journey_model.training.recipes.recipe_for`).
+    ``unseen_as_miss``: next-event / next-item targets unseen in training (<oov>) count as misses in the ranking
+    metrics instead of being dropped (and counted in ``<stage>/unseen_targets``).
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class JourneyModule(L.LightningModule):
         warmup_steps: int = 0,
         min_lr_ratio: float = 0.0,
         run_config: dict[str, Any] | None = None,
+        unseen_as_miss: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
@@ -96,9 +99,11 @@ class JourneyModule(L.LightningModule):
             if Task.OUTCOME in self.tasks:
                 self.metrics[f"{stage}_outcome"] = OutcomeMetrics(spec.outcome_names, from_logits=True)
             if Task.NEXT_EVENT in self.tasks:
-                self.metrics[f"{stage}_next_event"] = NextEventMetrics(excluded_ids=EVENT_TYPE_SPECIAL_IDS)
+                self.metrics[f"{stage}_next_event"] = NextEventMetrics(
+                    excluded_ids=EVENT_TYPE_SPECIAL_IDS, unseen_as_miss=unseen_as_miss)
             if Task.NEXT_ITEM in self.tasks:
-                self.metrics[f"{stage}_next_item"] = NextEventMetrics(excluded_ids=FIELD_SPECIAL_IDS, target_name="item")
+                self.metrics[f"{stage}_next_item"] = NextEventMetrics(
+                    excluded_ids=FIELD_SPECIAL_IDS, target_name="item", unseen_as_miss=unseen_as_miss)
             if Task.FORECAST in self.tasks:
                 self.metrics[f"{stage}_forecast"] = ForecastMetrics(spec.forecast_steps)
         # Evaluation losses as example-weighted means whose sums are gathered across DDP processes (Lightning's

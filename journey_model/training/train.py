@@ -300,7 +300,8 @@ def train(config: TrainConfig, metrics_out: str | Path | None = None, callbacks:
                             gradient_clip_val=config.gradient_clip_val)
     module = JourneyModule(model, recipe=recipe, seed=config.seed,
                            lr_schedule=config.lr_schedule, warmup_steps=config.warmup_steps,
-                           min_lr_ratio=config.min_lr_ratio, run_config=config.sections())
+                           min_lr_ratio=config.min_lr_ratio, run_config=config.sections(),
+                           unseen_as_miss=config.unseen_as_miss)
     run_dir = Path(config.output_dir) / config.model
     resume_from = resolve_resume(config.resume, run_dir)
     checkpoint = VerifiedCheckpoint(dirpath=run_dir, monitor=config.monitor, mode=config.monitor_mode,

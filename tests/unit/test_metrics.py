@@ -5,13 +5,16 @@ from __future__ import annotations
 import math
 import re
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from torchmetrics.functional.classification import binary_calibration_error, multiclass_accuracy
 
-from journey_model.data.features import EVENT_TYPE_SPECIAL_IDS, FIELD_SPECIAL_IDS
+from journey_model.data.features import EVENT_TYPE_SPECIAL_IDS, FIELD_SPECIAL_IDS, BehaviourGroup, FeatureSpec
+from journey_model.models import build_model
+from journey_model.models.tasks import Task
 from journey_model.training.metrics import (
     ForecastMetrics,
     NextEventMetrics,
@@ -38,6 +41,7 @@ from journey_model.training.metrics import (
     sequence_edit_distance,
     target_ranks,
 )
+from journey_model.training.module import JourneyModule
 
 NAN = float("nan")
 
@@ -272,7 +276,12 @@ def test_next_event_accumulator_over_batches_equals_one_shot():
         "hr_at_5/next_event": hit_rate_at_k(masked, targets, 5),
         "ndcg_at_5/next_event": ndcg_at_k(masked, targets, 5),
         "mrr/next_event": mean_reciprocal_rank(masked, targets),
+        "mrr_at_1/next_event": peer_ranking_metrics(logits, targets, (1,), excluded_ids=EVENT_TYPE_SPECIAL_IDS)[
+            "mrr_at_1"],
+        "mrr_at_5/next_event": peer_ranking_metrics(logits, targets, (5,), excluded_ids=EVENT_TYPE_SPECIAL_IDS)[
+            "mrr_at_5"],
         "n_ranked/next_event": float(known.sum()),
+        "unseen_targets/next_event": 0.0,
         "unrankable_share/next_event": 0.0,  # targets are real ids or unknown (0), never a special id
         "sampled_auc/next_event": per_customer_sampled_auc(
             logits.gather(1, targets[:, None])[known, 0], logits.gather(1, negatives[:, None])[known, 0]
@@ -512,3 +521,59 @@ def test_peer_ranking_metrics_agree_with_the_plain_ones_without_ties():
     assert got["hr_at_5"] == pytest.approx(hit_rate_at_k(plain, targets, 5))
     assert got["ndcg_at_5"] == pytest.approx(ndcg_at_k(plain, targets, 5))
     assert got["mrr_at_30"] == pytest.approx(mean_reciprocal_rank(plain, targets))
+
+
+# ---------------------------------------------------------------------------------------------------- module path
+
+TIE_LOGITS = [
+    [0.0, 0.0, 0.9, 0.5, 0.5, 0.1],  # target 3: one id above, tied with id 4 -> rank 2 or 3, each 1/2
+    [0.0, 0.0, 0.9, 0.5, 0.5, 0.1],  # target 2: rank 1
+    [0.0, 9.0, 0.9, 0.5, 0.5, 0.1],  # target 1 = <oov>: unseen in training
+    [0.0, 0.0, 0.9, 0.5, 0.5, 0.1],  # target 0: unknown, always left out
+]
+
+
+def _module_ranking(unseen_as_miss: bool) -> dict[str, float]:
+    """Hand-made logits through JourneyModule's test-metric path (what `journey train` / `compare` log)."""
+    spec = FeatureSpec(
+        event_type_vocab_size=8, categorical_vocab_sizes={"item": 6}, numeric_fields=[], num_time_buckets=6,
+        behaviour_groups=[BehaviourGroup("all", [4, 5, 6, 7], ["item"], [])], outcome_names=[], item_field="item",
+    )
+    model = build_model("atrank", spec, tasks=[Task.NEXT_EVENT, Task.NEXT_ITEM], field_dim=4, hidden_size=8,
+                        num_heads=2)
+    module = JourneyModule(model, unseen_as_miss=unseen_as_miss)
+    items = torch.tensor(TIE_LOGITS)
+    # Event types reserve 0..3: the same scores shifted two columns right, targets shifted by two.
+    events = torch.cat([torch.zeros(4, 2), items], dim=1)
+    events[2, 1] = 9.0  # the model bets on <oov> for the unseen type
+    output = SimpleNamespace(outcome_logits=None, next_event_logits=events, next_item_logits=items)
+    batch = SimpleNamespace(outcomes=None, forecast=None, next_event_type=torch.tensor([5, 4, 1, 0]),
+                            next_item=torch.tensor([3, 2, 1, 0]))
+    module._update_metrics("test", output, batch)
+    values = {**module.metrics["test_next_event"].compute(), **module.metrics["test_next_item"].compute()}
+    return prefix_metric_keys(values, "test")
+
+
+def test_the_module_logs_peer_ranking_metrics_hand_computed():
+    got = _module_ranking(unseen_as_miss=False)
+    l3, l4 = 1 / math.log2(3), 1 / math.log2(4)
+    expected = {  # two ranked targets: one at rank 1, one tied over ranks 2 and 3
+        "hr_at_1": (0 + 1) / 2, "hr_at_5": (1 + 1) / 2, "hr_at_10": 1.0,
+        "ndcg_at_1": (0 + 1) / 2, "ndcg_at_5": (0.5 * (l3 + l4) + 1) / 2,
+        "mrr_at_1": (0 + 1) / 2, "mrr_at_5": (0.5 * (1 / 2 + 1 / 3) + 1) / 2,
+        "mrr_at_10": (0.5 * (1 / 2 + 1 / 3) + 1) / 2, "mrr": (0.5 * (1 / 2 + 1 / 3) + 1) / 2,
+        "acc": 0.5, "n_ranked": 2.0, "unseen_targets": 1.0,
+    }
+    for suffix in ("", "/item"):
+        for key, value in expected.items():
+            assert got[f"test/{key}{suffix}"] == pytest.approx(value), f"{key}{suffix}"
+    assert got["test/unseen_targets/item"] == 1.0 and got["test/unrankable_share/item"] == pytest.approx(1 / 3)
+
+
+def test_unseen_as_miss_lowers_the_module_hit_rate_when_unseen_targets_exist():
+    dropped, missed = _module_ranking(unseen_as_miss=False), _module_ranking(unseen_as_miss=True)
+    for suffix in ("", "/item"):
+        assert missed[f"test/n_ranked{suffix}"] == 3.0 and missed[f"test/unseen_targets{suffix}"] == 1.0
+        for key in ("hr_at_1", "hr_at_10", "ndcg_at_5", "mrr_at_10", "mrr", "acc"):
+            assert missed[f"test/{key}{suffix}"] == pytest.approx(dropped[f"test/{key}{suffix}"] * 2 / 3)
+            assert missed[f"test/{key}{suffix}"] < dropped[f"test/{key}{suffix}"]
