@@ -2,13 +2,19 @@
 
     .venv/bin/python benchmarks/bench_batch_scoring.py                       # 10k and 100k customers
     .venv/bin/python benchmarks/bench_batch_scoring.py --sizes 10000,100000,1000000 --out benchmarks/results/batch_scoring.json
+    .venv/bin/python benchmarks/bench_batch_scoring.py --sizes 100000 --workers 1,2 --no-reasons-too --raw-forward
 
 Input: the built-in synthetic bank (about 145 events per customer; ``journey synth``), generated once per
 size under ``--workdir``. Model: ATRank at its default (reference) size, trained for a few batches on 2,000
 synthetic customers — scoring speed does not depend on how well a model was trained — or ``--model``.
 Each size is scored in a fresh process (so its peak RSS is its own) with top reasons (the attention
 forward pass) and, with ``--no-reasons-too``, also without. Peak RSS should stay flat as the input grows:
-the scoring pass holds one spill partition (2M events) at a time.
+the scoring pass holds one spill partition (2M events) at a time (one per worker with ``--workers``).
+Peak RSS is measured twice: the job's own report (its process plus each worker's own peak) and, sampled here
+every 0.2 s with psutil, the largest sum of the RSS of the scoring process and all its children at one time.
+``--raw-forward`` also times :meth:`Scorer.forward` alone on already-encoded customers at the scorer's batch
+size (one process, ``--torch-threads`` threads) for the ratio scoring / raw forward; with N workers the
+ratio is taken against N times the one-process figure (N cores each running the forward alone).
 
 Sizes whose scoring would take longer than ``--max-minutes`` are not run but extrapolated from the
 largest size measured (customers/s and peak RSS carried over), and marked so in the results.
@@ -18,11 +24,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import psutil
 
 BENCH_MODEL_STEPS = 20  # training batches of the benchmark model
 
@@ -57,7 +66,7 @@ def synth_events(workdir: Path, customers: int) -> Path:
     return folder
 
 
-def run_one(model: str, events: str, out: str, top_reasons: int, torch_threads: int) -> None:
+def run_one(model: str, events: str, out: str, top_reasons: int, torch_threads: int, workers: int) -> None:
     """Runs in the child process: score once, print the report as JSON."""
     from dataclasses import asdict
 
@@ -65,18 +74,76 @@ def run_one(model: str, events: str, out: str, top_reasons: int, torch_threads: 
 
     report = score_batch(BatchScoringConfig(model=model, events_dir=events, out_dir=out, cutoff="2025-01-01",
                                             top_reasons=top_reasons, torch_threads=torch_threads,
-                                            progress=False), overwrite=True)
+                                            workers=workers, progress=False), overwrite=True)
     print(json.dumps(asdict(report)))
 
 
-def measure(model: Path, events: Path, out: Path, top_reasons: int, torch_threads: int) -> dict:
+def tree_rss_mb(process: psutil.Process) -> float:
+    """RSS of a process and all its children now [MiB]."""
+    total = 0
+    for member in [process, *process.children(recursive=True)]:
+        try:
+            total += member.memory_info().rss
+        except psutil.Error:  # ended meanwhile
+            pass
+    return total / 2**20
+
+
+def measure(model: Path, events: Path, out: Path, top_reasons: int, torch_threads: int, workers: int) -> dict:
     shutil.rmtree(out, ignore_errors=True)  # a finished job in the folder would be kept, not redone
+    load_before = os.getloadavg()
     started = time.perf_counter()
-    child = subprocess.run([sys.executable, __file__, "--child", str(model), str(events), str(out), str(top_reasons),
-                            str(torch_threads)], check=True, capture_output=True, text=True)
-    report = json.loads(child.stdout.strip().splitlines()[-1])
+    child = subprocess.Popen([sys.executable, __file__, "--child", str(model), str(events), str(out),
+                              str(top_reasons), str(torch_threads), str(workers)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process, peak_tree = psutil.Process(child.pid), 0.0
+    while child.poll() is None:
+        try:
+            peak_tree = max(peak_tree, tree_rss_mb(process))
+        except psutil.Error:
+            pass
+        time.sleep(0.2)
+    stdout, stderr = child.communicate()
+    if child.returncode:
+        raise SystemExit(f"scoring failed ({child.returncode}):\n{stderr[-3000:]}")
+    report = json.loads(stdout.strip().splitlines()[-1])
     report["process_seconds"] = time.perf_counter() - started  # with interpreter start and imports
+    report["peak_rss_sum_mb"] = peak_tree
+    report["load_average_before"] = load_before
     return report
+
+
+def raw_forward(model: Path, events: Path, torch_threads: int, customers: int = 2048, seconds: float = 10.0) -> dict:
+    """Customers/s of Scorer.forward alone on encoded customers of ``events`` at the scorer's batch size."""
+    import pandas as pd
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+    import torch
+
+    from journey_model.data.sequences import encode_examples
+    from journey_model.inference.scorer import Scorer
+
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
+    scorer = Scorer.load(model)
+    table = pq.read_table(sorted((events / "events").glob("*.parquet"))[0])
+    ids = pc.unique(table.column("customer_id")).slice(0, customers)
+    table = table.filter(pc.is_in(table.column("customer_id"), ids))
+    frame = table.to_pandas()
+    frame = frame[frame["ts"] < "2025-01-01"].assign(cutoff=pd.Timestamp("2025-01-01", tz="UTC"))
+    events_table, examples = scorer.examples_from_events(frame)
+    rows = encode_examples(scorer.preprocessor, events_table, examples).to_pylist()
+    batch = scorer.batch_size
+    batches = [rows[i:i + batch] for i in range(0, len(rows) - batch + 1, batch)]
+    scorer.forward(batches[0])
+    passes, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds or passes < 3:
+        scorer.forward(batches[passes % len(batches)])
+        passes += 1
+    rate = batch * passes / (time.perf_counter() - started)
+    mean_events = sum(r["length"] for r in rows) / len(rows)
+    return {"batch": batch, "customers_per_second": rate, "torch_threads": torch_threads or "default",
+            "mean_input_events": mean_events}
 
 
 def main() -> None:
@@ -88,11 +155,16 @@ def main() -> None:
     parser.add_argument("--max-minutes", type=float, default=10.0,
                         help="extrapolate sizes whose estimated scoring time is longer (default: %(default)s)")
     parser.add_argument("--torch-threads", type=int, default=1, help="intra-op threads; 0 = all cores (default: 1)")
+    parser.add_argument("--workers", default="1", help="worker processes of the local engine, comma-separated "
+                        "to compare (e.g. 1,2; default: %(default)s)")
+    parser.add_argument("--raw-forward", action="store_true",
+                        help="also time Scorer.forward alone at the scorer's batch size (the ratio's denominator)")
     parser.add_argument("--out", help="write the results as JSON here")
-    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        run_one(args.child[0], args.child[1], args.child[2], int(args.child[3]), int(args.child[4]))
+        run_one(args.child[0], args.child[1], args.child[2], int(args.child[3]), int(args.child[4]),
+                int(args.child[5]))
         return
 
     workdir = Path(args.workdir)
@@ -100,34 +172,49 @@ def main() -> None:
     model = Path(args.model) if args.model else build_model(workdir)
     results = []
     variants = [3, 0] if args.no_reasons_too else [3]
+    worker_counts = [int(w) for w in args.workers.split(",")]
     for size in sorted(int(float(s)) for s in args.sizes.split(",")):
         for top_reasons in variants:
-            measured = [r for r in results if r["top_reasons"] == top_reasons and not r["extrapolated"]]
-            if measured:
-                rate = measured[-1]["customers_per_second"]
-                if size / rate / 60 > args.max_minutes:
-                    last = measured[-1]
-                    results.append({"customers": size, "top_reasons": top_reasons, "extrapolated": True,
-                                    "customers_per_second": rate, "seconds": size / rate,
-                                    "peak_rss_mb": last["peak_rss_mb"],
-                                    "note": f"estimated from the {last['customers']:,}-customer run"})
-                    print(f"{size:>9,} customers, reasons={top_reasons}: estimated {size / rate / 60:.0f} min "
-                          f"at {rate:,.0f} customers/s (not run)", flush=True)
-                    continue
-            events = synth_events(workdir, size)
-            report = measure(model, events, workdir / f"scores_{size}_{top_reasons}", top_reasons, args.torch_threads)
-            row = {"customers": report["customers"], "top_reasons": top_reasons, "extrapolated": False,
-                   "events": report["events"], "seconds": report["seconds"],
-                   "customers_per_second": report["customers_per_second"], "peak_rss_mb": report["peak_rss_mb"],
-                   "partitions": report["partitions"], "process_seconds": report["process_seconds"],
-                   "torch_threads": args.torch_threads or "default"}
-            results.append(row)
-            print(f"{row['customers']:>9,} customers ({row['events']:,} events), reasons={top_reasons}: "
-                  f"{row['seconds']:.1f} s, {row['customers_per_second']:,.0f} customers/s, "
-                  f"peak RSS {row['peak_rss_mb']:,.0f} MiB", flush=True)
+            for workers in worker_counts:
+                measured = [r for r in results if r["top_reasons"] == top_reasons and r["workers"] == workers
+                            and not r["extrapolated"]]
+                if measured:
+                    rate = measured[-1]["customers_per_second"]
+                    if size / rate / 60 > args.max_minutes:
+                        last = measured[-1]
+                        results.append({"customers": size, "top_reasons": top_reasons, "workers": workers,
+                                        "extrapolated": True, "customers_per_second": rate, "seconds": size / rate,
+                                        "peak_rss_mb": last["peak_rss_mb"],
+                                        "note": f"estimated from the {last['customers']:,}-customer run"})
+                        print(f"{size:>9,} customers, reasons={top_reasons}, workers={workers}: estimated "
+                              f"{size / rate / 60:.0f} min at {rate:,.0f} customers/s (not run)", flush=True)
+                        continue
+                events = synth_events(workdir, size)
+                report = measure(model, events, workdir / f"scores_{size}_{top_reasons}_{workers}", top_reasons,
+                                 args.torch_threads, workers)
+                row = {"customers": report["customers"], "top_reasons": top_reasons, "workers": workers,
+                       "extrapolated": False, "events": report["events"], "seconds": report["seconds"],
+                       "customers_per_second": report["customers_per_second"], "peak_rss_mb": report["peak_rss_mb"],
+                       "peak_rss_sum_mb": report["peak_rss_sum_mb"], "partitions": report["partitions"],
+                       "process_seconds": report["process_seconds"], "torch_threads": args.torch_threads or "default",
+                       "load_average_before": report["load_average_before"]}
+                results.append(row)
+                print(f"{row['customers']:>9,} customers ({row['events']:,} events), reasons={top_reasons}, "
+                      f"workers={workers}: {row['seconds']:.1f} s, {row['customers_per_second']:,.0f} customers/s, "
+                      f"peak RSS {row['peak_rss_mb']:,.0f} MiB (report), {row['peak_rss_sum_mb']:,.0f} MiB "
+                      f"(sum over processes, sampled); load before {row['load_average_before']}", flush=True)
+    raw = None
+    if args.raw_forward:
+        events = synth_events(workdir, max(int(float(s)) for s in args.sizes.split(",")))
+        raw = raw_forward(model, events, args.torch_threads)
+        print(f"raw forward at batch {raw['batch']}: {raw['customers_per_second']:,.0f} customers/s "
+              f"({raw['mean_input_events']:.0f} input events per customer)", flush=True)
+        for row in results:
+            row["scoring_to_raw_forward"] = row["customers_per_second"] / (raw["customers_per_second"] * row["workers"])
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"model": str(model), "results": results}, indent=1))
+        Path(args.out).write_text(json.dumps({"model": str(model), "results": results, "raw_forward": raw,
+                                              "cores": os.cpu_count()}, indent=1))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,10 @@ The local engine runs in two passes with memory bounded by one partition, not by
    (:func:`score_events_table`: canonical events -> :func:`~journey_model.data.sequences.encode_examples` ->
    :meth:`Scorer.score_rows`, or :func:`journey_model.inference.explain.explain_rows` when top reasons are asked
    for). The partition's rows go to a hidden temporary file that is renamed to ``part-NNNNN.parquet`` when
-   the partition is complete, then a done-marker is written.
+   the partition is complete, then a done-marker is written. With ``workers`` > 1 the partitions are scored
+   side by side in spawned worker processes, each loading a saved copy of the model once and holding one
+   partition at a time; each publishes and marks done its own partitions, and the job's process sums their
+   counts and moves the progress bar as partitions finish. The parts are the same as with one process.
 
 An interrupted job run again with the same model, input, cut-off and options skips the partitions already
 marked done and redoes the others (a redone partition replaces its part atomically), so no customer is
@@ -24,14 +27,18 @@ commit protocol (``_SUCCESS`` marks a complete job).
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
+import multiprocessing
 import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,6 +80,16 @@ JOB_FILE = "job.json"  # the job state: cut-off, spill done, partition count
 CUTOFF_NOW = "now"
 CUTOFF_LAST_EVENT = "last-event"
 ENGINES = ("local", "spark")
+MAX_DEFAULT_WORKERS = 8  # the default --workers: the usable cores, at most this many
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, which containers and taskset narrow)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def default_workers() -> int:
+    return max(1, min(usable_cores(), MAX_DEFAULT_WORKERS))
 
 
 ModelOpener = Callable[[str], tuple[Scorer, ModelIdentity]]  # --model -> (scorer, identity)
@@ -105,9 +122,13 @@ class BatchScoringConfig:
     engine: str = option("local", "local: streaming in this process; spark: applyInPandas on a Spark session",
                          choices=ENGINES)
     spark_master: str | None = option(None, "Spark master when no session runs; none = local[2]")
-    torch_threads: int = option(1, "intra-op threads of the local engine; 0 = all cores. One was fastest on a "
-                                "shared 2-core machine; raise it on a dedicated many-core one (Spark tasks use 1) "
-                                "[threads]")
+    torch_threads: int = option(1, "intra-op threads of the local engine (per worker process); 0 = all cores. "
+                                "One was fastest on a shared 2-core machine; raise it on a dedicated many-core one "
+                                "(Spark tasks use 1) [threads]")
+    workers: int = option(factory=default_workers,
+                          help="local engine: processes scoring spill partitions side by side, each holding one "
+                          f"partition and the model; 1 = score in this process. Default: the usable cores (at most "
+                          f"{MAX_DEFAULT_WORKERS}) [processes]")
     pseudonymise: bool = option(False, "the events hold raw customer ids: score and write them as keyed pseudonyms "
                                 "(the key from {KEY_ENV}, as `journey ingest --pseudonymise` writes them)")
     progress: bool = option(True, "progress bars on stderr (-q turns them off)")
@@ -122,6 +143,8 @@ class BatchScoringConfig:
         if self.pseudonymise and self.engine != "local":
             raise BatchScoringError("pseudonymise works with the local engine; for Spark, pseudonymise at ingest "
                                     "(journey ingest --pseudonymise)")
+        if self.workers < 1:
+            raise BatchScoringError(f"workers ({self.workers}) must be >= 1")
         if self.chunk_customers < 1 or self.events_per_partition < 1 or self.top_reasons < 0:
             raise BatchScoringError(
                 f"chunk_customers ({self.chunk_customers}) and events_per_partition ({self.events_per_partition}) "
@@ -147,7 +170,7 @@ class BatchScoringReport:
     resumed_partitions: int  # partitions already done by an earlier, interrupted run
     seconds: float
     customers_per_second: float
-    peak_rss_mb: float
+    peak_rss_mb: float  # this process's, plus each worker process's own peak (an upper bound of their sum)
     engine: str = "local"
     files: list[str] = field(default_factory=list)
     ineligible: dict[str, dict[str, int]] = field(default_factory=dict)  # outcome -> rule -> customers not scored
@@ -349,8 +372,8 @@ class _LocalJob:
         state.update(spilled=True, partitions=partitions, events=total_rows, events_after_cutoff=after_cutoff)
         return self.output.save_state(state)
 
-    def score_partition(self, partition: int, cutoff: int | None, bar: tqdm) -> dict[str, int]:
-        """Pass 2 for one partition: score it chunk by chunk into a hidden file, then publish it."""
+    def score_partition(self, partition: int, cutoff: int | None, bar: tqdm | None = None) -> dict[str, Any]:
+        """Pass 2 for one partition: score it chunk by chunk into a hidden file, publish it, mark it done."""
         spill_file = self.work / "spill" / f"part-{partition:05d}.parquet"
         schema = output_schema(self.scorer, self.config.top_reasons)
         written = skipped = 0
@@ -370,7 +393,8 @@ class _LocalJob:
                     merge_counts(ineligible, count_ineligible(table, self.scorer.judged_outcomes))
                     written += table.num_rows
                     skipped += n_skipped
-                    bar.update(table.num_rows + n_skipped)
+                    if bar is not None:
+                        bar.update(table.num_rows + n_skipped)
         counts = {"customers": written, "skipped_no_history": skipped, "ineligible": ineligible}
         self.output.mark_done(partition, counts)
         return counts
@@ -407,6 +431,69 @@ def _customer_chunks(events: pa.Table, chunk_customers: int) -> Iterator[pa.Tabl
         yield events.slice(begin, end - begin)
 
 
+# ------------------------------------------------------------------------------- local engine: worker processes
+_WORKER_JOB: dict[str, _LocalJob] = {}  # in a worker process: its job, with the model loaded once
+PARENT_POLL_SECONDS = 1.0  # how often a worker checks that the job's process is still there
+
+
+def _watch_parent(parent: int) -> None:
+    """End this worker when the job's process is gone (killed, even with -9): it would otherwise wait for work
+    forever. A partition it was scoring stays unpublished (a hidden temporary) and is redone on resume."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_SECONDS)
+    os._exit(1)
+
+
+def _start_worker(job: _LocalJob, bundle: str, batch_size: int, threads: int, parent: int) -> None:
+    """Initializer of a worker process: load the model once from the job's bundle copy."""
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="watch-parent").start()
+    if threads:
+        torch.set_num_threads(threads)
+    job.scorer = Scorer.load(bundle, batch_size=batch_size)
+    _WORKER_JOB["job"] = job
+
+
+def _score_in_worker(partition: int, cutoff: int | None) -> dict[str, Any]:
+    counts = _WORKER_JOB["job"].score_partition(partition, cutoff)
+    return {**counts, "worker": os.getpid(), "peak_rss_mb": peak_rss_mb()}
+
+
+def _score_partitions(job: _LocalJob, todo: list[int], cutoff: int | None, bar: tqdm,
+                      on_done: Callable[[dict[str, Any]], None]) -> float:
+    """Score the ``todo`` partitions: in this process with one worker, else in ``config.workers`` processes
+    (spawned, each loading a copy of the model once and scoring one partition at a time, so memory is bounded
+    by one partition per worker). Each partition is published and marked done by whoever scored it, as in one
+    process; ``on_done`` gets its counts here as it finishes. Returns the workers' summed peak RSS [MiB]."""
+    workers = min(job.config.workers, len(todo))
+    if workers <= 1:
+        for partition in todo:
+            on_done(job.score_partition(partition, cutoff, bar))
+        return 0.0
+    staging = Path(tempfile.mkdtemp(prefix="journey-bundle-"))
+    bundle = staging / "bundle"
+    job.scorer.save(bundle)  # a self-contained copy, whatever the URI was (MLflow, a folder, …)
+    shipped = copy.copy(job)
+    shipped.scorer = None  # type: ignore[assignment]  # each worker loads its own from the bundle
+    peaks: dict[int, float] = {}
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
+                               initargs=(shipped, str(bundle), job.scorer.batch_size, job.config.torch_threads,
+                                         os.getpid()))
+    try:
+        pending: set[Future] = {pool.submit(_score_in_worker, partition, cutoff) for partition in todo}
+        while pending:
+            finished, pending = wait(pending, return_when="FIRST_COMPLETED")
+            for future in finished:
+                counts = future.result()  # a worker's error is raised here, as it would be in one process
+                worker, peak = counts.pop("worker"), counts.pop("peak_rss_mb")
+                peaks[worker] = max(peak, peaks.get(worker, 0.0))
+                bar.update(counts["customers"] + counts["skipped_no_history"])
+                on_done(counts)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(staging, ignore_errors=True)
+    return sum(peaks.values())
+
+
 def score_batch(config: BatchScoringConfig, *, overwrite: bool = False,
                 opener: ModelOpener = open_bundle) -> BatchScoringReport:
     """Run one batch scoring job (local or Spark engine); resumes an interrupted local job of the same config.
@@ -439,17 +526,24 @@ def _score_local(config: BatchScoringConfig, overwrite: bool, opener: ModelOpene
     cutoff = state["cutoff_micros"]
     customers = skipped = resumed = 0
     ineligible: dict[str, dict[str, int]] = {}
+
+    def add(counts: dict[str, Any]) -> None:
+        nonlocal customers, skipped
+        customers += counts["customers"]
+        skipped += counts["skipped_no_history"]
+        merge_counts(ineligible, counts.get("ineligible", {}))
+
+    todo = []
+    for partition in range(state["partitions"]):
+        counts = job.output.done(partition) if (job.out / f"part-{partition:05d}.parquet").exists() else None
+        if counts is not None:
+            resumed += 1
+            add(counts)
+        else:
+            todo.append(partition)
     bar = tqdm(unit="customer", unit_scale=True, desc="score", disable=not config.progress)
     try:
-        for partition in range(state["partitions"]):
-            counts = job.output.done(partition) if (job.out / f"part-{partition:05d}.parquet").exists() else None
-            if counts is not None:
-                resumed += 1
-            else:
-                counts = job.score_partition(partition, cutoff, bar)
-            customers += counts["customers"]
-            skipped += counts["skipped_no_history"]
-            merge_counts(ineligible, counts.get("ineligible", {}))
+        workers_peak = _score_partitions(job, todo, cutoff, bar, add)
     finally:
         bar.close()
     seconds = time.perf_counter() - started
@@ -458,8 +552,8 @@ def _score_local(config: BatchScoringConfig, overwrite: bool, opener: ModelOpene
         cutoff=CUTOFF_LAST_EVENT if cutoff is None else str(np.datetime64(cutoff, "us")) + "Z",
         customers=customers, skipped_no_history=skipped, events=state["events"],
         events_after_cutoff=state["events_after_cutoff"], partitions=state["partitions"], resumed_partitions=resumed,
-        seconds=seconds, customers_per_second=customers / seconds if seconds else 0.0, peak_rss_mb=peak_rss_mb(),
-        files=[f"part-{p:05d}.parquet" for p in range(state["partitions"])], ineligible=ineligible,
+        seconds=seconds, customers_per_second=customers / seconds if seconds else 0.0,
+        peak_rss_mb=peak_rss_mb() + workers_peak, files=[f"part-{p:05d}.parquet" for p in range(state["partitions"])], ineligible=ineligible,
     )
     job.output.finish({**asdict(report), "config": asdict(config), "model_uri": identity.uri,
                        "artifact_hash": identity.artifact_hash,

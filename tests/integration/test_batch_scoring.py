@@ -178,7 +178,7 @@ def test_an_interrupted_job_resumes_without_duplicated_or_missing_customers(mode
     out = tmp_path / "scores"
     command = [sys.executable, "-m", "pipelines.cli", "-q", "score", "--model", str(model.bundle), "--events",
                str(model.synth), "--out", str(out), "--cutoff", CUTOFF, "--events-per-partition", "1500",
-               "--chunk-customers", "2"]
+               "--chunk-customers", "2", "--workers", "1"]
     job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
@@ -196,6 +196,50 @@ def test_an_interrupted_job_resumes_without_duplicated_or_missing_customers(mode
     assert len(finished_before) - 1 <= marked_done <= len(finished_before)
 
     report = score_batch(config(model, out, events_per_partition=1500))  # chunk size may change on resume
+    assert report.resumed_partitions == marked_done and len(finished_before) < report.partitions
+    assert not [p for p in out.iterdir() if p.name.startswith(".") or p.name == "_work"]  # no leftovers
+    assert_same_scores(read_scores(out).to_pandas(), reference_scores(model, CUTOFF))
+
+
+def test_worker_processes_write_exactly_the_parts_of_one_process(model, tmp_path):
+    one = score_batch(config(model, tmp_path / "one", events_per_partition=15_000, workers=1))
+    two = score_batch(config(model, tmp_path / "two", events_per_partition=15_000, workers=2))
+    assert one.partitions == two.partitions >= 4
+    for name in ("customers", "skipped_no_history", "events", "events_after_cutoff", "ineligible"):
+        assert getattr(one, name) == getattr(two, name), name
+    for part in range(one.partitions):  # the same customers in the same part, with the same scores and reasons
+        mine = pq.read_table(tmp_path / "two" / f"part-{part:05d}.parquet")
+        assert mine.equals(pq.read_table(tmp_path / "one" / f"part-{part:05d}.parquet")), part
+    manifests = [json.loads((tmp_path / folder / MANIFEST_FILE).read_text()) for folder in ("one", "two")]
+    assert manifests[0]["ineligible"] == manifests[1]["ineligible"] and manifests[1]["config"]["workers"] == 2
+
+
+def test_an_interrupted_parallel_job_resumes_without_duplicated_or_missing_customers(model, tmp_path):
+    psutil = pytest.importorskip("psutil")
+    out = tmp_path / "scores"
+    command = [sys.executable, "-m", "pipelines.cli", "-q", "score", "--model", str(model.bundle), "--events",
+               str(model.synth), "--out", str(out), "--cutoff", CUTOFF, "--events-per-partition", "1500",
+               "--chunk-customers", "2", "--workers", "2"]
+    job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    workers = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(out.glob("part-*.parquet"))) < 3 and job.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        workers = psutil.Process(job.pid).children(recursive=True)
+        job.send_signal(signal.SIGKILL)  # the job's process only: its workers notice and end themselves
+    finally:
+        job.wait(30)
+    assert job.returncode == -signal.SIGKILL, f"the job ended before it was interrupted: {job.stderr.read()[-2000:]!r}"
+    assert len(workers) >= 2
+    _, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive, "worker processes outlived the killed job"
+    finished_before = sorted(out.glob("part-*.parquet"))
+    marked_done = len(list((out / "_work").glob("done-*.json")))
+    assert not (out / MANIFEST_FILE).exists() and 3 <= len(finished_before)
+    assert len(finished_before) - 2 <= marked_done <= len(finished_before)  # a publish in flight per worker
+
+    report = score_batch(config(model, out, events_per_partition=1500, workers=2))
     assert report.resumed_partitions == marked_done and len(finished_before) < report.partitions
     assert not [p for p in out.iterdir() if p.name.startswith(".") or p.name == "_work"]  # no leftovers
     assert_same_scores(read_scores(out).to_pandas(), reference_scores(model, CUTOFF))
