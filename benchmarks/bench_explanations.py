@@ -52,8 +52,6 @@ from journey_model.inference.attribution import (
 )
 from journey_model.inference.scorer import LEGACY_MODEL_FILE, MODEL_CONFIG_FILE, Scorer
 from journey_model.inference.scorer import MANIFEST_FILE as BUNDLE_MANIFEST
-from journey_model.models import build_model
-from journey_model.models.registry import config_fields
 from journey_model.training.train import TrainConfig, train
 
 KS = (1, 3, 5)
@@ -82,20 +80,6 @@ def find_bundles(work: Path, prepared: Path) -> dict[str, Path]:
         if name not in found or stamp > found[name][0]:
             found[name] = (stamp, folder)
     return {name: folder for name, (_, folder) in sorted(found.items())}
-
-
-def open_scorer(folder: Path) -> Scorer:
-    """A Scorer from a bundle; a version-1 bundle (``make demo`` before bundles moved to safetensors) is read with
-    ``weights_only=True`` (tensors and plain values only, nothing executed) and rebuilt in memory."""
-    if (folder / BUNDLE_MANIFEST).exists():
-        return Scorer.load(folder)
-    payload = torch.load(folder / LEGACY_MODEL_FILE, map_location="cpu", weights_only=True)
-    preprocessor = Preprocessor.load(folder)
-    accepted = config_fields(payload["model_name"])
-    config = {k: v for k, v in payload["config"].items() if k in accepted}
-    model = build_model(payload["model_name"], preprocessor.feature_spec(), tasks=payload["tasks"], **config)
-    model.load_state_dict(payload["state_dict"])
-    return Scorer(model, preprocessor)
 
 
 def build_everything(work: Path, customers: int, epochs: int) -> None:
@@ -327,7 +311,7 @@ def main() -> None:
     config = AttributionConfig(ig_steps=args.ig_steps, recent_events=args.recent_events)
     results = []
     for name, folder in bundles.items():
-        scorer = open_scorer(folder)
+        scorer = Scorer.load(folder)  # a version-1 bundle (model.pt) loads with weights_only=True
         results += evaluate_model(name, scorer, cases, decoys, rows, args.max_cases, args.methods.split(","),
                                   config, args.repeats)
     table = markdown(results)

@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,8 @@ import pytest
 from dashboard_workdir import build_workdir
 from websockets.sync.client import connect
 
+from serving.process import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts" / "dashboard"
 DOCS_IMG = ROOT / "docs" / "img"
@@ -37,12 +38,6 @@ WIDTH, HEIGHT = 1500, 1900
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (apt-get install -y chromium; "
                                 "`make test` installs it)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(check, timeout: float, what: str, interval: float = 0.25):  # noqa: ANN001, ANN201
