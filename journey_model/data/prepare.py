@@ -16,17 +16,21 @@ The job runs in two passes with memory bounded by one customer partition, not by
 
 Every part is written atomically and every finished partition is recorded, so an interrupted job resumes
 where it stopped; ``manifest.json`` is written last and marks the dataset complete. Every dropped example
-is counted, by reason, in the manifest.
+is counted, by reason, in the manifest. The numeric statistics are summed exactly (:class:`ExactMoments`), so
+the artifact depends neither on the batch and partition sizes nor on the engine: :mod:`.prepare_spark` builds
+the same dataset on Spark with this module's per-partition code (``engine='spark'``).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import shutil
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +48,12 @@ from journey_model.core.resources import peak_rss_mb
 from journey_model.core.settings import FieldValues, option
 from journey_model.data.eligibility import count_ineligible, ineligible_rule_column, outcomes_with_rules
 from journey_model.data.partitioning import customer_hash, event_files, partition_count, spill_by_customer
-from journey_model.data.preprocessing import FieldStatistics, PreprocessingConfig, Preprocessor
+from journey_model.data.preprocessing import (
+    FieldStatistics,
+    NumericTransform,
+    PreprocessingConfig,
+    Preprocessor,
+)
 from journey_model.data.schema import CUSTOMER_ID, TIMESTAMP, TIMESTAMP_TYPE, DatasetConfig
 from journey_model.data.sequences import (
     CUTOFF,
@@ -65,6 +74,8 @@ SPLIT_CHOICES = ("time", "customer", "leave-last-out", "case-chronological")
 PER_CUSTOMER_SPLITS = ("leave-last-out", "case-chronological")  # fitted after the spill: see the module
 LAST = np.iinfo(np.int64).max
 SPLIT_COL, BOUNDARY_TS, BOUNDARY_SEQ = "_split", "_boundary_ts", "_boundary_seq"  # build-time helper columns
+ENGINES = ("local", "spark")
+EXECUTION_FIELDS = ("engine", "spark_master")  # how the job runs, not what it builds: outside the fingerprint
 
 
 class PrepareError(ValueError):
@@ -124,6 +135,9 @@ class PrepareConfig:
     seed: int = option(0, "salts the customer hash of the customer split")
     events_per_partition: int = option(2_000_000, "spill partition size; bounds peak memory [events]")
     batch_rows: int = option(500_000, "rows per record batch while scanning [rows]")
+    engine: str = option("local", "local: streaming in this process; spark: applyInArrow over customer buckets on a "
+                         "Spark session (the same dataset)", choices=ENGINES)
+    spark_master: str | None = option(None, "Spark master when no session runs; none = local[2]")
     preprocessing: PreprocessingConfig = field(default_factory=PreprocessingConfig)
 
     def __post_init__(self) -> None:
@@ -133,15 +147,22 @@ class PrepareConfig:
             raise PrepareError(f"cutoff_strategy {self.cutoff_strategy!r}: expected dates, every-event or labels")
         if self.split not in SPLIT_CHOICES:
             raise PrepareError(f"split {self.split!r}: expected one of {', '.join(SPLIT_CHOICES)}")
+        if self.engine not in ENGINES:
+            raise PrepareError(f"engine {self.engine!r}: expected one of {', '.join(ENGINES)}")
         if self.cutoff_strategy == "dates" and not self.cutoff_dates:
             raise PrepareError("cutoff_strategy 'dates' needs at least one date in cutoff_dates")
         for name, spec in self.horizon_targets.items():
             if len(spec) != 2 or float(spec[1]) <= 0:
                 raise PrepareError(f"horizon target {name!r}: expected [event_type, days > 0], got {spec!r}")
 
+    def settings(self) -> dict[str, Any]:
+        """What decides the dataset (every field but the engine's): recorded in the artifact, fingerprinted."""
+        return {k: v for k, v in asdict(self).items() if k not in EXECUTION_FIELDS}
+
     def fingerprint(self) -> str:
-        """Same config -> same value: how a resumed run recognises the unfinished work of its own config."""
-        return fingerprint(asdict(self))
+        """Same config -> same value: how a resumed run recognises the unfinished work of its own config. Both
+        engines build the same dataset, so the engine is not part of it."""
+        return fingerprint(self.settings())
 
 
 @dataclass
@@ -192,6 +213,62 @@ def _to_micros(date: str) -> int:
     stamp = pd.Timestamp(date)
     stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
     return int(stamp.value // 1000)
+
+
+def exact_sum_parts(values: np.ndarray) -> dict[int, int]:
+    """Finite float64 ``values`` as ``{e: S}`` with ``sum(values) == sum(S * 2**e)`` exactly (integers ``S``).
+
+    Parts add up exactly in any order, so a sum gathered batch by batch, partition by partition or on Spark
+    executors rounds (:func:`exact_total`) to the same float: the correctly rounded sum of all the values.
+    """
+    if values.size == 0:
+        return {}
+    mantissa, exponent = np.frexp(values)
+    ints = (mantissa * 2.0**53).astype(np.int64)  # exact: a float64 has 53 significant bits
+    exps = exponent.astype(np.int64) - 53
+    order = np.argsort(exps, kind="stable")
+    exps, ints = exps[order], ints[order]
+    starts = np.flatnonzero(np.concatenate([[True], exps[1:] != exps[:-1]]))
+    high = np.add.reduceat(ints >> 26, starts)  # halves below 2**27: int64 sums of up to 2**36 values are exact
+    low = np.add.reduceat(ints & ((1 << 26) - 1), starts)
+    return {int(e): (int(h) << 26) + int(lo) for e, h, lo in zip(exps[starts], high, low, strict=True)}
+
+
+def add_sum_parts(into: dict[int, int], parts: dict[int, int]) -> None:
+    for exponent, amount in parts.items():
+        into[exponent] = into.get(exponent, 0) + amount
+
+
+def exact_total(parts: dict[int, int]) -> float:
+    """The correctly rounded float of ``sum(S * 2**e)``."""
+    if not parts:
+        return 0.0
+    low = min(parts)
+    return float(Fraction(sum(amount << (e - low) for e, amount in parts.items())) * Fraction(2) ** low)
+
+
+@dataclass
+class ExactMoments:
+    """Count, sum and sum of squares of each numeric field's transformed values, summed exactly: the same
+    preprocessor whatever the batches, partitions or engine (float sums would differ in the last bits)."""
+
+    parts: dict[str, list[Any]] = field(default_factory=dict)  # field -> [n, {e: S} of values, {e: S} of squares]
+
+    def update(self, table: pa.Table, dataset: DatasetConfig) -> None:
+        for name in dataset.numeric_fields:
+            values = table.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+            values = NumericTransform.signed_log1p(values[np.isfinite(values)])
+            self.add(name, values.size, exact_sum_parts(values), exact_sum_parts(np.square(values)))
+
+    def add(self, name: str, n: int, sums: dict[int, int], squares: dict[int, int]) -> None:
+        entry = self.parts.setdefault(name, [0, {}, {}])
+        entry[0] += n
+        add_sum_parts(entry[1], sums)
+        add_sum_parts(entry[2], squares)
+
+    def numeric_sums(self) -> dict[str, list[float]]:
+        """In :attr:`FieldStatistics.numeric_sums`' form: field -> [n, sum, sum of squares]."""
+        return {name: [float(n), exact_total(sums), exact_total(squares)] for name, (n, sums, squares) in self.parts.items()}
 
 
 # --------------------------------------------------------------------------------------------- the job
@@ -319,7 +396,7 @@ class _Job:
     def scan(self) -> tuple[FieldStatistics, FieldStatistics, int, str]:
         """Fit statistics (restricted), full statistics, the number of partitions, the input hash."""
         partitions = partition_count(self.files, self.config.events_per_partition)
-        fit_stats, all_stats = FieldStatistics(), FieldStatistics()
+        fit_stats, all_stats, moments = FieldStatistics(), FieldStatistics(), ExactMoments()
 
         per_customer = self.config.split in PER_CUSTOMER_SPLITS
 
@@ -328,7 +405,9 @@ class _Job:
             if self.config.split == "case-chronological":
                 self._note_first_events(table)
             if not per_customer:
-                fit_stats.update(table.filter(self._fit_mask(table)), self.dataset)
+                fitted = table.filter(self._fit_mask(table))
+                fit_stats.update(fitted, self.dataset)
+                moments.update(fitted, self.dataset)
 
         spill_by_customer(self.files, self.dataset, self.work / "spill", partitions, self.config.batch_rows,
                           on_batch=gather_statistics, progress=self.progress, desc="scan")
@@ -337,8 +416,10 @@ class _Job:
         if per_customer:  # who is held out is known per customer only now: read the partitions again
             for partition in tqdm(range(partitions), desc="fit", unit="part", disable=not self.progress):
                 events = self._spilled(partition)
-                fit_stats.update(events.filter(pa.array(self._fit_mask_of_partition(events, partition, partitions))),
-                                 self.dataset)
+                fitted = events.filter(pa.array(self._fit_mask_of_partition(events, partition, partitions)))
+                fit_stats.update(fitted, self.dataset)
+                moments.update(fitted, self.dataset)
+        fit_stats.numeric_sums = moments.numeric_sums()
         return fit_stats, all_stats, partitions, file_digest(self.files, with_names=True)
 
     def _spilled(self, partition: int) -> pa.Table:
@@ -385,10 +466,13 @@ class _Job:
                               "c": self._first_seen.column(CUSTOMER_ID).to_numpy(zero_copy_only=False)})
         frame = frame.sort_values(["t", "c"], kind="stable").reset_index(drop=True)
         n = len(frame)
-        n_test, n_val = round(n * self.config.test_fraction), round(n * self.config.val_fraction)
-        starts = (n - n_test - n_val, n - n_test)
-        self.case_thresholds = [[int(frame.t[i]), str(frame.c[i])] if i < n else None for i in starts]
+        self.case_thresholds = [[int(frame.t[i]), str(frame.c[i])] if i < n else None for i in self.case_starts(n)]
         self._first_seen = None
+
+    def case_starts(self, customers: int) -> tuple[int, int]:
+        """case-chronological: the places, in (first event, id) order, of the first validation and test customer."""
+        n_test, n_val = round(customers * self.config.test_fraction), round(customers * self.config.val_fraction)
+        return customers - n_test - n_val, customers - n_test
 
     def _case_split(self, events: pa.Table, customers: pa.Array | pa.ChunkedArray | None = None
                     ) -> tuple[np.ndarray, np.ndarray]:
@@ -587,9 +671,28 @@ class _Job:
             rows = rows.filter(pa.array(~nowhere))
         return rows
 
+    def for_bucket(self, labels: pa.Table | None) -> _Job:
+        """A copy that builds one customer bucket (the Spark engine, on an executor): its own counters and,
+        for the 'labels' strategy, that bucket's labels only (the bucket is then partition 0 of 1)."""
+        job = copy.copy(self)
+        job.labels, job._label_partition, job._first_seen = labels, None, None
+        for name in COUNTERS:
+            setattr(job, name, Counter())
+        return job
+
     def build_partition(self, preprocessor: Preprocessor, partition: int, partitions: int) -> dict[str, int]:
         before = {name: Counter(getattr(self, name)) for name in COUNTERS}
-        events = self._spilled(partition)
+        counts = self.build_events(preprocessor, self._spilled(partition), partition, partitions)
+        self.output.mark_done(
+            partition, {"counts": counts, **{name: dict(getattr(self, name) - before[name]) for name in before}}
+        )
+        return counts
+
+    def build_events(self, preprocessor: Preprocessor, events: pa.Table, partition: int, partitions: int,
+                     part: int | None = None) -> dict[str, int]:
+        """Examples of one partition's events (every event of its customers, in file order) -> its Parquet part
+        (``part-NNNNN``, N = ``part``, default the partition) in each split folder, written atomically; returns
+        the examples per split (the counters grow)."""
         examples = self.examples_for(events, partition, partitions)
         horizon = {name: (str(spec[0]), float(spec[1])) for name, spec in self.config.horizon_targets.items()}
         rows = encode_examples(preprocessor, events, examples, horizon, self.config.forecast_horizon_days)
@@ -609,17 +712,17 @@ class _Job:
         for split, table in self.assign_splits(rows).items():
             folder = self.out / split
             folder.mkdir(parents=True, exist_ok=True)
-            with atomic_path(folder / f"part-{partition:05d}.parquet") as temporary:
+            with atomic_path(folder / f"part-{partition if part is None else part:05d}.parquet") as temporary:
                 pq.write_table(table, temporary, compression="zstd")
             counts[split] = table.num_rows
-        self.output.mark_done(
-            partition, {"counts": counts, **{name: dict(getattr(self, name) - before[name]) for name in before}}
-        )
         return counts
 
 
 def prepare(config: PrepareConfig, *, overwrite: bool = False, progress: bool = True) -> PrepareReport:
     """Build the point-in-time dataset described by ``config``; resumes an interrupted run of the same config."""
+    if config.engine != "local":
+        raise PrepareError(f"engine {config.engine!r} runs through journey_model.data.prepare_spark.prepare_spark "
+                           "(`journey prepare --engine spark`)")
     started = time.perf_counter()
     job = _Job(config, overwrite=overwrite, progress=progress)
     if job.finished is not None:
@@ -632,19 +735,7 @@ def prepare(config: PrepareConfig, *, overwrite: bool = False, progress: bool = 
     else:  # a fresh job, or another config's unfinished one: that one is replaced
         job.output.reset(*(job.out / split for split in SPLITS))
         fit_stats, all_stats, partitions, input_hash = job.scan()
-        if fit_stats.events == 0:
-            raise PrepareError("no events fall in the training period/customers: check val_from and the split")
-        outcome_names = _outcome_names(job)
-        preprocessor = Preprocessor.fit(fit_stats, job.dataset, config.preprocessing, outcome_names, input_hash)
-        # Censoring is judged against the whole observed log, not only the events the vocabulary saw.
-        if all_stats.max_ts is not None:
-            preprocessor.observed_until = str(np.datetime64(all_stats.max_ts, "us")) + "Z"
-        preprocessor.extra = {
-            "prepare": asdict(config),
-            "val_from": job.val_from,
-            "test_from": job.test_from,
-            "case_thresholds": job.case_thresholds,
-        }
+        preprocessor = fit_preprocessor(job, fit_stats, all_stats, input_hash)
         events_total = all_stats.events
         job.output.save_state({"preprocessor": preprocessor.to_dict(), "partitions": partitions, "events": events_total,
                                "case_thresholds": job.case_thresholds})
@@ -660,6 +751,31 @@ def prepare(config: PrepareConfig, *, overwrite: bool = False, progress: bool = 
             already += 1
             continue
         counts.update(job.build_partition(preprocessor, partition, partitions))
+    return finish(job, preprocessor, counts, events_total, partitions, started, resumed=already)
+
+
+def fit_preprocessor(job: _Job, fit_stats: FieldStatistics, all_stats: FieldStatistics, input_hash: str
+                     ) -> Preprocessor:
+    """The preprocessing artifact from the scan's statistics (both engines)."""
+    if fit_stats.events == 0:
+        raise PrepareError("no events fall in the training period/customers: check val_from and the split")
+    preprocessor = Preprocessor.fit(fit_stats, job.dataset, job.config.preprocessing, _outcome_names(job), input_hash)
+    # Censoring is judged against the whole observed log, not only the events the vocabulary saw.
+    if all_stats.max_ts is not None:
+        preprocessor.observed_until = str(np.datetime64(all_stats.max_ts, "us")) + "Z"
+    preprocessor.extra = {
+        "prepare": job.config.settings(),
+        "val_from": job.val_from,
+        "test_from": job.test_from,
+        "case_thresholds": job.case_thresholds,
+    }
+    return preprocessor
+
+
+def finish(job: _Job, preprocessor: Preprocessor, counts: Counter, events_total: int, partitions: int,
+           started: float, resumed: int = 0) -> PrepareReport:
+    """Check, save the artifact, then the manifest (last: it marks the dataset complete); both engines."""
+    config = job.config
     if config.cutoff_strategy == "labels" and job.labels is not None:
         _check_labels_accounted(job, counts)
 
@@ -677,7 +793,7 @@ def prepare(config: PrepareConfig, *, overwrite: bool = False, progress: bool = 
         events_per_second=events_total / seconds if seconds else 0.0,
         peak_rss_mb=peak_rss_mb(),
         partitions=partitions,
-        resumed_partitions=already,
+        resumed_partitions=resumed,
     )
     job.output.finish({**asdict(report), "config": asdict(config), "artifact_hash": preprocessor.artifact_hash,
                        "outcome_names": preprocessor.outcome_names})
