@@ -10,7 +10,8 @@ Conventions (shared with the preprocessing artifact):
 * Events are in chronological order, right-padded: position ``lengths[b] - 1`` is the most recent event.
 * Id 0 is padding (or "this behaviour type does not carry this field"), id 1 is out-of-vocabulary.
   The event-type vocabulary also reserves 2 = ``<bos>`` and 3 = ``<eos>`` for step-by-step forecasts.
-* Time buckets are ATRank's log2 gaps to the cut-off, shifted by one so that 0 stays padding.
+* Time buckets are ATRank's log2 gaps to the cut-off, shifted by one so that 0 stays padding; ``time_gap``
+  is the same gap in seconds (float), for models that read time at the data's own resolution.
 * Numeric fields are transformed (signed log1p, standardised) floats with a presence mask; missing is 0.
 * Unknown targets: NaN for outcomes, 0 for next-event ids and forecast steps.
 """
@@ -39,12 +40,28 @@ class SequenceBatch:
     next_event_type: torch.Tensor | None = None  # (B,) int64, 0 = unknown
     next_item: torch.Tensor | None = None  # (B,) int64, 0 = unknown
     forecast: torch.Tensor | None = None  # (B, K) int64 future event types ending with <eos>, 0 = padding
+    time_gap: torch.Tensor | None = None  # (B, T) float32 seconds from each event to the cut-off, 0 at padding
     customer_id: list[str] = field(default_factory=list)  # (B,) for joining scores back
     event_id: list[list[str | None]] | None = None  # per customer, per real event (explanations)
 
     @property
     def batch_size(self) -> int:
         return self.event_type.shape[0]
+
+    def take(self, rows: torch.Tensor | Sequence[int]) -> SequenceBatch:
+        """The customers at ``rows`` (indices into B), every per-customer field taken alike."""
+        index = torch.as_tensor(rows, dtype=torch.long)
+        taken: dict[str, object] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, torch.Tensor):
+                value = value[index]
+            elif isinstance(value, dict):
+                value = {k: v[index] for k, v in value.items()}
+            elif isinstance(value, list) and value:
+                value = [value[i] for i in index.tolist()]
+            taken[f.name] = value
+        return SequenceBatch(**taken)  # type: ignore[arg-type]
 
     def to(self, device: torch.device | str) -> SequenceBatch:
         """A copy with every tensor on ``device``."""
@@ -77,7 +94,8 @@ def collate_examples(
 ) -> SequenceBatch:
     """Pad a list of encoded examples (dicts of prepared columns) into one :class:`SequenceBatch`.
 
-    An example holds ``event_type`` and ``time_bucket`` (lists of ids), ``cat_<field>`` lists of ids,
+    An example holds ``event_type`` and ``time_bucket`` (lists of ids), optionally ``time_gap`` (seconds to
+    the cut-off; examples prepared before it existed lack it), ``cat_<field>`` lists of ids,
     ``num_<field>`` lists of floats (NaN = missing) and optionally the targets ``y_<outcome>``,
     ``next_event_type``, ``next_item`` and ``forecast_event_type``. Sequences longer than ``max_len``
     keep their most recent events. T is the longest sequence in the batch (at least 1).
@@ -113,6 +131,13 @@ def collate_examples(
         lengths=lengths,
         customer_id=[str(ex.get("customer_id", "")) for ex in examples],
     )
+    if examples and "time_gap" in examples[0]:
+        gaps = np.zeros((len(examples), width), dtype=np.float32)
+        for b, ex in enumerate(examples):
+            n = int(lengths[b])
+            if n:
+                gaps[b, :n] = np.asarray(ex["time_gap"], dtype=np.float32)[-n:]  # type: ignore[arg-type]
+        batch.time_gap = torch.from_numpy(gaps)
     if outcome_names:
         batch.outcomes = torch.tensor(
             [[_float_or_nan(ex.get(f"y_{name}")) for name in outcome_names] for ex in examples], dtype=torch.float32

@@ -194,6 +194,8 @@ def encode_examples(
         "length": pa.array(lengths.astype(np.int32)),
         "event_type": _list_array(offsets, encoded["event_type"][gather]),
         "time_bucket": _list_array(offsets, preprocessor.time_buckets.bucket_ids(gaps_seconds)),
+        # the same gap at the data's own resolution, for models that read time continuously [seconds]
+        "time_gap": _list_array(offsets, gaps_seconds.astype(np.float32)),
     }
     for name in preprocessor.dataset.categorical_fields:
         columns[f"cat_{name}"] = _list_array(offsets, encoded[f"cat_{name}"][gather])

@@ -58,8 +58,9 @@ SIGNED_METHODS = frozenset({METHOD_INTEGRATED_GRADIENTS, METHOD_OCCLUSION})
 POOLED_TASK = "all_tasks"  # the task name of a pooling attention that every task shares
 
 # Chosen by benchmarks/bench_explanations.py (results in benchmarks/results/explanations.json; 150 planted cases
-# per outcome, demo models): the model's own task-query attention for the self-attention family (ATRank, the
-# champion type: precision@3 0.63 / 0.98 / 0.94 on churn / default / uptake, as good as or better than every
+# per outcome, demo models): the model's own task-query attention for the self-attention family when its
+# attention reads the events themselves (the one-block reference ATRank; see attention_reads_events), the
+# champion type then: precision@3 0.63 / 0.98 / 0.94 on churn / default / uptake, as good as or better than every
 # other method, at 1.1-1.4 x a forward pass). Attention over RNN states misses (0.06-0.12 on churn and default),
 # so the recurrent family gets leave-one-out occlusion (0.38-0.46 / 0.98-0.99 / 0.95-0.96; integrated gradients
 # tie it at up to 4 x the cost), and the bag integrated gradients (exact for its linear read, and cheapest).
@@ -142,6 +143,16 @@ def available_methods(target: Scorer | JourneyModel) -> dict[str, str | None]:
             METHOD_OCCLUSION: None}
 
 
+def attention_reads_events(model: JourneyModel) -> bool:
+    """True when the task query's attention weights are weights of the input events themselves: ATRank as the
+    reference builds it (one block, no time bias between events). In Journey's default ATRank (two pre-norm
+    blocks, a relative-time bias) the states the task query reads already mix many events: on planted journeys
+    its weights put the planted complaint first in none where occlusion did in all (and integrated gradients in
+    two thirds; tests/unit/test_attribution.py), so such a model is explained by occlusion."""
+    config = getattr(model, "config", None)
+    return not (getattr(config, "num_blocks", 1) > 1 or getattr(config, "relative_time", "none") != "none")
+
+
 def default_method(target: Scorer | JourneyModel) -> str:
     """The benchmark's winner for this model's family (FAMILY_DEFAULTS; DEFAULT_METHOD for another family)."""
     model = _model(target)
@@ -150,6 +161,8 @@ def default_method(target: Scorer | JourneyModel) -> str:
     if not usable:
         raise AttributionUnavailableError(reasons[METHOD_OCCLUSION])  # type: ignore[arg-type]
     preferred = next((m for cls, m in FAMILY_DEFAULTS.items() if isinstance(model, cls)), DEFAULT_METHOD)
+    if preferred == METHOD_ATTENTION and not attention_reads_events(model):
+        preferred = METHOD_OCCLUSION
     return preferred if preferred in usable else (METHOD_OCCLUSION if METHOD_OCCLUSION in usable else usable[0])
 
 
@@ -300,6 +313,7 @@ def select_rows(batch: SequenceBatch, rows: torch.Tensor, keep: torch.Tensor | N
         batch,
         event_type=pick(batch.event_type),
         time_bucket=pick(batch.time_bucket),
+        time_gap=None if batch.time_gap is None else pick(batch.time_gap),
         categorical={name: pick(ids) for name, ids in batch.categorical.items()},
         numeric=pick(batch.numeric),
         numeric_mask=pick(batch.numeric_mask),

@@ -48,7 +48,7 @@ from journey_model.models import build_model
 from journey_model.models.base import LEGACY_TRAINING_FIELDS, JourneyModel
 from journey_model.models.calibration import CALIBRATION_FILE, Calibration
 from journey_model.models.output import ModelOutput
-from journey_model.models.registry import config_fields
+from journey_model.models.registry import config_fields, saved_before
 from journey_model.models.tasks import Task
 
 MANIFEST_FILE = "bundle.json"  # what makes a folder a bundle: its version and the sha256 of every other file
@@ -162,6 +162,7 @@ class Scorer:
         # them in their config; the model never read them, so they are dropped. Any other unknown key still fails.
         accepted = config_fields(name)
         config = {k: v for k, v in description["config"].items() if k in accepted or k not in LEGACY_TRAINING_FIELDS}
+        config = {**saved_before(name), **config}  # fields newer than the bundle: the values it was built with
         model = build_model(name, preprocessor.feature_spec(), tasks=description["tasks"], **config)
         _parse(weights_path, lambda: model.load_state_dict(weights))
         return cls(model, preprocessor, top_k=description.get("top_k", 3), batch_size=batch_size,

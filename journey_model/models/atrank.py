@@ -19,15 +19,28 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from journey_model.data.batch import SequenceBatch
 from journey_model.data.features import FeatureSpec
-from journey_model.models.attention import AttentionBlock, gather_last, masked_mean
+from journey_model.models.attention import (
+    ACTIVATIONS,
+    AttentionBlock,
+    RelativeTime,
+    gather_last,
+    masked_mean,
+    rotary_tables,
+)
 from journey_model.models.base import JourneyModel, SequenceModelConfig, check_choice
-from journey_model.models.embedding import BehaviourEmbedding, PositionalEncoding
+from journey_model.models.embedding import (
+    POSITIONAL_ENCODINGS,
+    TIME_ENCODINGS,
+    BehaviourEmbedding,
+    PositionalEncoding,
+)
 from journey_model.models.heads import TaskHeads
 from journey_model.models.output import EncodedSequence, ModelOutput
 from journey_model.models.tasks import Task
@@ -35,29 +48,47 @@ from journey_model.models.tasks import Task
 
 @dataclass
 class ATRankConfig(SequenceModelConfig):
-    """ATRank's sizes and switches. Defaults are the reference's sizes; see :meth:`reference`."""
+    """ATRank's sizes and switches: Journey's default, measured against the reference lever by lever
+    (``benchmarks/bench_atrank_ablation.py``); :meth:`reference` is the reference code's architecture."""
 
     field_dim: int = 64  # width of each field embedding (reference: 64)
     hidden_size: int = 128  # H (reference: 128 for one behaviour type, 256 for several)
     num_heads: int = 8  # attention heads, H / num_heads dims each (reference: 8)
-    num_blocks: int = 1  # stacked self-attention blocks (reference: 1)
-    ffn_size: int | None = None  # inner width of the blocks' feed-forward; None = H // 4 (reference)
-    dropout: float = 0.0  # dropout on attention weights (reference: 0.0 one type, 0.1 several)
+    num_blocks: int = 2  # stacked self-attention blocks (reference: 1)
+    ffn_size: int | None = None  # inner width of the blocks' feed-forward; None = H x ffn_ratio
+    ffn_ratio: float = 4.0  # feed-forward width as a multiple of H when ffn_size is None (reference: 1/4)
+    dropout: float = 0.1  # dropout on attention weights (reference: 0.0 one type, 0.1 several)
     layer_norm_eps: float = 1e-8  # LayerNorm epsilon (reference: 1e-8)
-    relu_projections: bool = True  # Q, K, V = ReLU(Linear(x)) as in the code; False = plain Linear
-    positional_encoding: str = "none"  # "none" (reference), "sinusoidal" or "learned"
+    relu_projections: bool = False  # Q, K, V = ReLU(Linear(x)) as in the reference code; False = plain Linear
+    positional_encoding: str = "rotary"  # "none" (reference), "sinusoidal", "learned" or "rotary" (RoFormer)
     max_positions: int = 512  # longest sequence a learned positional table covers, in behaviours
     causal: bool = False  # each behaviour attends only to itself and earlier ones
+    time_encoding: str = "continuous"  # "bucket": log2 days to the cut-off (reference); "continuous": seconds, log
+    relative_time: str = "content"  # signed time between behaviours: "none" (reference), "bias" (per head) or
+    # "content" (bias + TiSASRec relative-time key and value embeddings)
+    norm_first: bool = True  # pre-norm blocks (+ a final LayerNorm); False = post-norm (reference)
+    activation: str = "gelu"  # feed-forward activation: "relu" (reference) or "gelu"
+    output_projection: bool = True  # mix the heads with one more Linear (Transformer); False = concatenate (reference)
+    residual_dropout: bool = True  # dropout also on the attention and feed-forward outputs (reference: weights only)
+
+    # Fields a model saved before they existed did not have; such a model was built with these values.
+    SAVED_BEFORE: ClassVar[dict[str, object]] = {
+        "ffn_ratio": 0.25, "time_encoding": "bucket", "relative_time": "none", "norm_first": False,
+        "activation": "relu", "output_projection": False, "residual_dropout": False,
+    }
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_choice(self, "positional_encoding", self.positional_encoding, ("none", "sinusoidal", "learned"))
+        check_choice(self, "positional_encoding", self.positional_encoding, POSITIONAL_ENCODINGS)
+        check_choice(self, "time_encoding", self.time_encoding, TIME_ENCODINGS)
+        check_choice(self, "relative_time", self.relative_time, ("none", "bias", "content"))
+        check_choice(self, "activation", self.activation, tuple(ACTIVATIONS))
         if self.num_blocks < 1:
             raise ValueError(f"ATRankConfig.num_blocks = {self.num_blocks}; expected >= 1")
 
     @property
     def ffn_width(self) -> int:
-        return self.ffn_size or max(1, self.hidden_size // 4)
+        return self.ffn_size or max(1, int(self.hidden_size * self.ffn_ratio))
 
     @classmethod
     def reference(cls, multi_behaviour: bool = False, **overrides: object) -> ATRankConfig:
@@ -77,6 +108,7 @@ class ATRankConfig(SequenceModelConfig):
             positional_encoding="none",
             causal=False,
             embedding_init="glorot",
+            **cls.SAVED_BEFORE,
         )
         settings.update(overrides)
         return cls(**settings)  # type: ignore[arg-type]
@@ -89,7 +121,7 @@ class ATRankEncoder(nn.Module):
         super().__init__()
         self.config = config
         H = config.hidden_size
-        self.embedding = BehaviourEmbedding(spec, config.field_dim, H, config.embedding_init)
+        self.embedding = BehaviourEmbedding(spec, config.field_dim, H, config.embedding_init, config.time_encoding)
         self.positions = PositionalEncoding(config.positional_encoding, H, config.max_positions)
         self.blocks = nn.ModuleList(
             AttentionBlock(
@@ -99,20 +131,42 @@ class ATRankEncoder(nn.Module):
                 config.dropout,
                 config.layer_norm_eps,
                 relu_projections=config.relu_projections,
-                output_projection=False,  # the reference concatenates heads without mixing them
+                output_projection=config.output_projection,
+                norm_first=config.norm_first,
+                activation=config.activation,
+                residual_dropout=config.residual_dropout,
             )
             for _ in range(config.num_blocks)
         )
+        # one relative-time table shared by the blocks (as T5 shares its position bias)
+        self.relative_time = None
+        if config.relative_time != "none":
+            self.relative_time = RelativeTime(config.num_heads, H // config.num_heads,
+                                              content=config.relative_time == "content")
+        self.final_norm = nn.LayerNorm(H, eps=config.layer_norm_eps) if config.norm_first else nn.Identity()
 
     def forward(self, batch: SequenceBatch, need_weights: bool = False) -> EncodedSequence:
         mask = batch.mask  # (B, T)
         x = self.embedding(batch)  # (B, T, H), zero at padding
         x = self.positions(x, mask)
+        relative_time = None
+        if self.relative_time is not None:
+            if batch.time_gap is None:
+                raise ValueError(
+                    "this model attends by the time between behaviours (relative_time) but the batch has no "
+                    "time_gap: the examples were prepared by an older Journey; run `journey prepare` again"
+                )
+            relative_time = (self.relative_time, self.relative_time.buckets(batch.time_gap, batch.time_gap))
+        rotary = None
+        if self.config.positional_encoding == "rotary":
+            rotary = rotary_tables(x.shape[1], self.config.hidden_size // self.config.num_heads, x.device)
         attentions: dict[str, torch.Tensor] = {}
         for i, block in enumerate(self.blocks):
-            x, weights = block(x, x, key_mask=mask, query_mask=mask, causal=self.config.causal, need_weights=need_weights)
+            x, weights = block(x, x, key_mask=mask, query_mask=mask, causal=self.config.causal,
+                               need_weights=need_weights, relative_time=relative_time, rotary=rotary)
             if weights is not None:
                 attentions[f"self/block{i}"] = weights  # (B, heads, T, T)
+        x = self.final_norm(x)
         x = x * mask[..., None].to(x.dtype)  # padded rows hold LayerNorm's bias; make them exact zeros
         # with a causal mask only the last behaviour has seen the whole journey
         summary = gather_last(x, batch.lengths) if self.config.causal else masked_mean(x, mask)

@@ -70,15 +70,19 @@ def scaled_dot_product_attention(
     live_rows: torch.Tensor,
     dropout: float = 0.0,
     need_weights: bool = False,
+    score_bias: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """softmax(QKᵀ/√d + mask) V with dead rows zeroed. q (B, h, Tq, d), k/v (B, h, Tk, d).
+    """softmax(QKᵀ/√d + bias + mask) V with dead rows zeroed. q (B, h, Tq, d), k/v (B, h, Tk, d).
 
     ``allowed`` (B, 1, Tq, Tk) from :func:`attention_mask`; ``live_rows`` (B, 1, Tq, 1) is False on query
     rows whose output must be zero (padded queries, queries with no visible key). ``dropout`` is applied
-    only when > 0 (pass 0 in eval). Returns the output (B, h, Tq, d) and, if asked, the weights (B, h, Tq, Tk)
+    only when > 0 (pass 0 in eval). ``score_bias`` (broadcastable to (B, h, Tq, Tk)) is added to the scores
+    before the softmax, e.g. a learned bias of the time between query and key. Returns the output (B, h, Tq, d) and, if asked, the weights (B, h, Tq, Tk)
     before dropout.
     """
     bias = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device)
+    if score_bias is not None:
+        bias = bias + score_bias.to(q.dtype)
     bias = bias.masked_fill(~allowed, large_negative(q.dtype))
     live = live_rows.to(q.dtype)
     if not need_weights:
@@ -88,6 +92,24 @@ def scaled_dot_product_attention(
     weights = scores.softmax(-1) * live
     out = F.dropout(weights, dropout, training=dropout > 0) @ v
     return out, weights
+
+
+def rotary_tables(length: int, head_dim: int, device: torch.device, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cos, sin), each (length, head_dim), of rotary position embeddings (Su et al. 2021, RoFormer)."""
+    if head_dim % 2:
+        raise ValueError(f"rotary positions need an even head width, got {head_dim}")
+    frequency = base ** (-torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)  # (d/2,)
+    angles = torch.arange(length, device=device, dtype=torch.float32)[:, None] * frequency  # (T, d/2)
+    angles = torch.cat([angles, angles], dim=-1)  # (T, d)
+    return angles.cos(), angles.sin()
+
+
+def rotate(x: torch.Tensor, tables: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """x (B, heads, T, d) rotated by its position: then qᵀk depends on the two contents AND their offset."""
+    cos, sin = tables
+    half = x.shape[-1] // 2
+    turned = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos.to(x.dtype) + turned * sin.to(x.dtype)
 
 
 class MultiHeadAttention(nn.Module):
@@ -128,36 +150,65 @@ class MultiHeadAttention(nn.Module):
         query_mask: torch.Tensor | None = None,
         causal: bool = False,
         need_weights: bool = False,
+        relative_time: tuple[RelativeTime, torch.Tensor] | None = None,
+        rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """query (B, Tq, H) attends to memory (B, Tk, H) -> (B, Tq, H) and weights (B, heads, Tq, Tk) or None."""
+        """query (B, Tq, H) attends to memory (B, Tk, H) -> (B, Tq, H) and weights (B, heads, Tq, Tk) or None.
+
+        ``relative_time``: a :class:`RelativeTime` and its (B, Tq, Tk) bucket ids (self-attention); ``rotary``
+        (cos, sin) tables of :func:`rotary_tables` rotate queries and keys by their positions (self-attention)."""
         B, Tq, H = query.shape
         q = self._split_heads(self.query, query)  # (B, heads, Tq, d)
         k = self._split_heads(self.key, memory)  # (B, heads, Tk, d)
+        if rotary is not None:
+            q, k = rotate(q, rotary), rotate(k, rotary)
         v = self._split_heads(self.value, memory)  # (B, heads, Tk, d)
         allowed = attention_mask(key_mask, Tq, causal)  # (B, 1, Tq, Tk)
         live_rows = allowed.any(-1, keepdim=True)  # (B, 1, Tq, 1)
         if query_mask is not None:
             live_rows = live_rows & query_mask[:, None, :, None]
         dropout = self.dropout if self.training else 0.0
-        out, weights = scaled_dot_product_attention(q, k, v, allowed, live_rows, dropout, need_weights)
+        if relative_time is None:
+            out, weights = scaled_dot_product_attention(q, k, v, allowed, live_rows, dropout, need_weights)
+        else:
+            relative, ids = relative_time
+            with_values = relative.values is not None  # the value term needs the weights themselves
+            out, weights = scaled_dot_product_attention(q, k, v, allowed, live_rows, dropout,
+                                                        need_weights or with_values, relative.score_bias(q, ids))
+            if with_values:
+                out = out + relative.value_term(weights, ids)  # type: ignore[arg-type]
+            weights = weights if need_weights else None
         out = out.transpose(1, 2).reshape(B, Tq, H)  # heads concatenated
         return self.output(out), weights
 
 
-class FeedForward(nn.Module):
-    """Position-wise Linear -> ReLU -> Linear (ATRank: H -> H/4 -> H, kernel-1 convolutions in the code)."""
+ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
 
-    def __init__(self, hidden_size: int, inner_size: int):
+
+class FeedForward(nn.Module):
+    """Position-wise Linear -> ReLU (or GELU) -> Linear (ATRank: H -> H/4 -> H, kernel-1 convolutions in the code)."""
+
+    def __init__(self, hidden_size: int, inner_size: int, activation: str = "relu", dropout: float = 0.0):
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation = {activation!r}; expected one of {sorted(ACTIVATIONS)}")
         self.inner = nn.Linear(hidden_size, inner_size)
         self.outer = nn.Linear(inner_size, hidden_size)
+        self.activation = ACTIVATIONS[activation]
+        self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.outer(F.relu(self.inner(x)))
+        return self.dropout(self.outer(self.activation(self.inner(x))))
 
 
 class AttentionBlock(nn.Module):
-    """Attention, residual + LayerNorm, feed-forward, residual + LayerNorm (post-norm, as ATRank and Vaswani)."""
+    """Attention and feed-forward, each with a residual and a LayerNorm.
+
+    Post-norm (ATRank, Vaswani et al.): ``x = LN(x + attend(x)); x = LN(x + ffn(x))``. Pre-norm
+    (``norm_first``, as GPT-2 / SASRec's successors; deeper stacks train without warm-up tricks):
+    ``x = x + attend(LN(x)); x = x + ffn(LN(x))`` — the encoder then needs one final LayerNorm.
+    ``dropout`` drops attention weights and, with ``residual_dropout``, the sub-layers' outputs.
+    """
 
     def __init__(
         self,
@@ -168,12 +219,17 @@ class AttentionBlock(nn.Module):
         layer_norm_eps: float = 1e-5,
         relu_projections: bool = False,
         output_projection: bool = True,
+        norm_first: bool = False,
+        activation: str = "relu",
+        residual_dropout: bool = False,
     ):
         super().__init__()
+        self.norm_first = norm_first
         self.attention = MultiHeadAttention(hidden_size, num_heads, dropout, relu_projections, output_projection)
         self.attention_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
-        self.feed_forward = FeedForward(hidden_size, ffn_size)
+        self.feed_forward = FeedForward(hidden_size, ffn_size, activation, dropout if residual_dropout else 0.0)
         self.feed_forward_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.attention_dropout = nn.Dropout(dropout if residual_dropout else 0.0)
 
     def forward(
         self,
@@ -183,8 +239,67 @@ class AttentionBlock(nn.Module):
         query_mask: torch.Tensor | None = None,
         causal: bool = False,
         need_weights: bool = False,
+        relative_time: tuple[RelativeTime, torch.Tensor] | None = None,
+        rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attended, weights = self.attention(query, memory, key_mask, query_mask, causal, need_weights)
-        x = self.attention_norm(query + attended)
+        if self.norm_first:
+            normed = self.attention_norm(query)
+            memory = normed if memory is query else memory  # self-attention reads the normed states
+            attended, weights = self.attention(normed, memory, key_mask, query_mask, causal, need_weights,
+                                               relative_time, rotary)
+            x = query + self.attention_dropout(attended)
+            return x + self.feed_forward(self.feed_forward_norm(x)), weights
+        attended, weights = self.attention(query, memory, key_mask, query_mask, causal, need_weights,
+                                           relative_time, rotary)
+        x = self.attention_norm(query + self.attention_dropout(attended))
         x = self.feed_forward_norm(x + self.feed_forward(x))
         return x, weights
+
+
+class RelativeTime(nn.Module):
+    """The signed time between two behaviours in self-attention: a per-head score bias and, with ``content``,
+    TiSASRec's relative-time key and value embeddings (Li et al., WSDM 2020; Shaw et al. 2018 for positions).
+
+    Like T5's relative-position buckets, over time and signed (earlier / later): bucket
+    ``1 + floor(log2(1 + |Δt| / 1 minute))`` capped at ``num_buckets``, on the side of the key's sign. Events at
+    the same time keep their order through the position: an earlier position counts as earlier. With content,
+    query i scores key j by ``q_i·(k_j + r_ij)`` and reads ``v_j + r'_ij``: a fee's state then carries "a
+    complaint, 3 days EARLIER" — the order of the two is in the content the task query reads, which a bias of
+    the time to the cut-off (ATRank's buckets) cannot give.
+    """
+
+    def __init__(self, num_heads: int, head_dim: int, num_buckets: int = 20, content: bool = True):
+        super().__init__()
+        self.num_buckets = num_buckets
+        size = 2 * num_buckets + 1  # the middle one is "itself"
+        self.bias = nn.Embedding(size, num_heads)
+        nn.init.zeros_(self.bias.weight)
+        self.keys = nn.Embedding(size, head_dim) if content else None
+        self.values = nn.Embedding(size, head_dim) if content else None
+        for table in (self.keys, self.values):
+            if table is not None:
+                nn.init.normal_(table.weight, std=0.02)
+
+    def buckets(self, query_gap: torch.Tensor, key_gap: torch.Tensor) -> torch.Tensor:
+        """(B, Tq) and (B, Tk) seconds before the cut-off -> (B, Tq, Tk) bucket ids; the middle one = same event."""
+        delta = query_gap[:, :, None] - key_gap[:, None, :]  # (B, Tq, Tk) > 0: the key is later than the query
+        size = torch.floor(torch.log2(1.0 + delta.abs() / 60.0)).long().clamp(max=self.num_buckets - 1) + 1
+        Tq, Tk = query_gap.shape[1], key_gap.shape[1]
+        order = torch.arange(Tk, device=delta.device)[None, :] - torch.arange(Tq, device=delta.device)[:, None]
+        sign = torch.where(delta != 0, torch.sign(delta), torch.sign(order).to(delta.dtype)[None]).long()
+        return self.num_buckets + sign * size  # sign 0 (the query itself) -> the middle bucket
+
+    def score_bias(self, q: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """q (B, heads, T, d), ids (B, T, T) -> (B, heads, T, T): the head's bias (+ q·r_ij with content)."""
+        bias = self.bias(ids).permute(0, 3, 1, 2)
+        if self.keys is not None:
+            per_bucket = q @ self.keys.weight.T.to(q.dtype) / math.sqrt(q.shape[-1])  # (B, heads, T, buckets)
+            bias = bias + per_bucket.gather(-1, ids[:, None].expand(-1, q.shape[1], -1, -1))
+        return bias
+
+    def value_term(self, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """weights (B, heads, T, T), ids (B, T, T) -> (B, heads, T, d) = sum_j w_ij r'_ij."""
+        assert self.values is not None
+        per_bucket = weights.new_zeros(*weights.shape[:-1], self.values.num_embeddings)
+        per_bucket.scatter_add_(-1, ids[:, None].expand_as(weights), weights)  # attention mass per time bucket
+        return per_bucket @ self.values.weight.to(weights.dtype)

@@ -41,16 +41,23 @@ def init_embedding(table: nn.Embedding, method: str) -> None:
 class BehaviourEmbedding(nn.Module):
     """(B, T) ids and numeric features of a :class:`SequenceBatch` -> (B, T, H), zero at padding."""
 
-    def __init__(self, spec: FeatureSpec, field_dim: int, hidden_size: int, init: str = "glorot"):
+    def __init__(
+        self, spec: FeatureSpec, field_dim: int, hidden_size: int, init: str = "glorot", time_encoding: str = "bucket"
+    ):
         super().__init__()
+        if time_encoding not in TIME_ENCODINGS:
+            raise ValueError(f"time_encoding = {time_encoding!r}; expected one of {TIME_ENCODINGS}")
         self.spec = spec
         self.hidden_size = hidden_size
+        self.time_encoding = time_encoding
         for name in spec.categorical_fields:
             if not name or "." in name:
                 raise ValueError(f"FeatureSpec categorical field {name!r}: a field name must be non-empty, no '.'")
 
         self.event_type = nn.Embedding(spec.event_type_vocab_size, field_dim, padding_idx=0)
         self.time_bucket = nn.Embedding(spec.num_time_buckets, field_dim, padding_idx=0)
+        # continuous: the gap at the data's own resolution (seconds), on a log scale, through Time2Vec
+        self.continuous_time = ContinuousTime(field_dim) if time_encoding == "continuous" else None
         self.categorical = nn.ModuleDict(
             {name: nn.Embedding(size, field_dim, padding_idx=0) for name, size in spec.categorical_vocab_sizes.items()}
         )
@@ -105,7 +112,15 @@ class BehaviourEmbedding(nn.Module):
         check_batch(batch, self.spec)
         B, T = batch.event_type.shape
         type_emb = self.event_type(batch.event_type)  # (B, T, field_dim)
-        time_emb = self.time_bucket(batch.time_bucket)  # (B, T, field_dim)
+        if self.continuous_time is not None:
+            if batch.time_gap is None:
+                raise ValueError(
+                    "this model reads time continuously (time_encoding='continuous') but the batch has no time_gap: "
+                    "the examples were prepared by an older Journey; run `journey prepare` again"
+                )
+            time_emb = self.continuous_time(batch.time_gap)  # (B, T, field_dim)
+        else:
+            time_emb = self.time_bucket(batch.time_bucket)  # (B, T, field_dim)
         field_emb = {name: table(batch.categorical[name]) for name, table in self.categorical.items()}
         group = self.group_of_type[batch.event_type]  # (B, T)
         out = type_emb.new_zeros(B, T, self.hidden_size)
@@ -123,16 +138,51 @@ class BehaviourEmbedding(nn.Module):
         return out
 
 
+TIME_ENCODINGS = ("bucket", "continuous")
+
+
+def log_minutes(gap_seconds: torch.Tensor) -> torch.Tensor:
+    """log(1 + gap in minutes): about 0 for the same minute, 7.3 a day, 13.2 for a year."""
+    return torch.log1p(gap_seconds.clamp(min=0.0) / 60.0)
+
+
+class ContinuousTime(nn.Module):
+    """Gap to the cut-off (seconds) -> (.., field_dim): Time2Vec (Kazemi et al. 2019) on log(1 + minutes).
+
+    ATRank's log2 day buckets put a complaint and a fee 10 days apart, 40 days ago, in one bucket, and all of
+    one day's events in one bucket; a continuous log-time code keeps their order and the data's own
+    resolution (minutes for sessions, days for fees) with no bucket edges to choose.
+    """
+
+    def __init__(self, field_dim: int, frequencies: int = 16):
+        super().__init__()
+        self.linear = nn.Linear(1, 1)  # the trend term
+        self.periodic = nn.Linear(1, frequencies)  # sin(w t + phi)
+        with torch.no_grad():  # periods from ~2 to ~60 log-minute units: fine near now, coarse far back
+            self.periodic.weight.copy_(torch.logspace(-1.0, 0.5, frequencies)[:, None])
+            self.periodic.bias.uniform_(0.0, 2 * math.pi)
+        self.projection = nn.Linear(1 + frequencies, field_dim)
+
+    def forward(self, gap_seconds: torch.Tensor) -> torch.Tensor:
+        t = log_minutes(gap_seconds)[..., None].float()  # (.., 1)
+        code = torch.cat([self.linear(t), torch.sin(self.periodic(t))], dim=-1)
+        return self.projection(code)
+
+
+POSITIONAL_ENCODINGS = ("none", "sinusoidal", "learned", "rotary")
+
+
 class PositionalEncoding(nn.Module):
-    """Adds order information to real positions: none, sinusoidal (Vaswani et al.) or a learned table.
+    """Adds order information to real positions: none, sinusoidal (Vaswani et al.) or a learned table; "rotary"
+    leaves the states alone (the attention rotates its queries and keys instead).
 
     Positions count from the oldest kept behaviour (0) forwards; padding stays zero.
     """
 
     def __init__(self, kind: str, hidden_size: int, max_positions: int = 512):
         super().__init__()
-        if kind not in ("none", "sinusoidal", "learned"):
-            raise ValueError(f"positional_encoding = {kind!r}; expected 'none', 'sinusoidal' or 'learned'")
+        if kind not in POSITIONAL_ENCODINGS:
+            raise ValueError(f"positional_encoding = {kind!r}; expected one of {POSITIONAL_ENCODINGS}")
         self.kind = kind
         self.hidden_size = hidden_size
         self.max_positions = max_positions
@@ -141,7 +191,7 @@ class PositionalEncoding(nn.Module):
             nn.init.normal_(self.table.weight, std=0.02)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if self.kind == "none":
+        if self.kind in ("none", "rotary"):  # rotary positions act inside attention (models.attention.rotate)
             return x
         B, T, H = x.shape
         if self.table is not None:

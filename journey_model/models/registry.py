@@ -142,6 +142,12 @@ def config_fields(name: str) -> set[str]:
     return {f.name for f in fields(_entry(name).config_class)}
 
 
+def saved_before(name: str) -> dict[str, object]:
+    """Config fields added after models of ``name`` were first saved, with the values those models were built
+    with (a config class's ``SAVED_BEFORE``): a bundle whose config lacks such a field means that value."""
+    return dict(getattr(_entry(name).config_class, "SAVED_BEFORE", {}))
+
+
 def supported_tasks(name: str) -> frozenset[Task]:
     """The tasks model ``name`` can answer, without building it."""
     return _entry(name).model_class.supported_tasks

@@ -19,6 +19,7 @@ import torch
 from journey_model.data.batch import SequenceBatch, collate_examples
 from journey_model.data.features import BOS_ID, EOS_ID, PAD_ID, BehaviourGroup, FeatureSpec
 from journey_model.models import ATRankConfig, ModelOutput, UnknownModelError, build_model, list_models
+from journey_model.models.attention import RelativeTime
 from journey_model.models.base import LEGACY_TRAINING_FIELDS
 from journey_model.models.registry import supported_tasks
 from journey_model.models.tasks import Task, UnsupportedTaskError
@@ -72,6 +73,8 @@ def make_example(rng: random.Random, length: int, customer: str = "c") -> dict[s
         "customer_id": customer,
         "event_type": types,
         "time_bucket": sorted((rng.randint(1, 13) for _ in range(length)), reverse=True),
+        "time_gap": sorted((rng.choice([0.0, 60.0 * rng.random(), 86400.0 * 400 * rng.random()]) for _ in range(length)),
+                           reverse=True),
         "cat_item": [rng.randint(1, 11) if t in (1, PAYMENT, TRANSFER, VIEW, COMPLAINT) else 0 for t in types],
         "cat_channel": [rng.randint(1, 4) if t in (1, PAYMENT, TRANSFER, LOGIN, LOGOUT) else 0 for t in types],
         "num_amount": [rng.gauss(0, 1) if t in (1, PAYMENT, TRANSFER) else float("nan") for t in types],
@@ -111,6 +114,7 @@ def widen(batch: SequenceBatch, extra: int) -> SequenceBatch:
         batch,
         event_type=pad(batch.event_type),
         time_bucket=pad(batch.time_bucket),
+        time_gap=None if batch.time_gap is None else pad(batch.time_gap),
         categorical={k: pad(v) for k, v in batch.categorical.items()},
         numeric=pad(batch.numeric),
         numeric_mask=pad(batch.numeric_mask),
@@ -310,10 +314,45 @@ def test_without_positional_encoding_atrank_sees_order_only_through_time_buckets
         for key, value in example.items()
     }
     for encoding, unchanged in (("none", True), ("sinusoidal", False)):
-        model = build("atrank", positional_encoding=encoding)
+        model = build("atrank", positional_encoding=encoding, time_encoding="bucket", relative_time="none")
         a = model(collate([example])).outcome_logits
         b = model(collate([shuffled])).outcome_logits
         assert torch.allclose(a, b, atol=1e-5) == unchanged, encoding
+
+
+def test_relative_time_tells_the_order_of_behaviours_at_the_same_time_and_apart() -> None:
+    """Without positions, a complaint then a fee and a fee then a complaint look alike unless the relative time
+    (signed time between behaviours, the position breaking ties) tells them apart — as a bias or in content."""
+    complaint_then_fee = {
+        "event_type": [LOGIN, COMPLAINT, PAYMENT], "time_bucket": [6, 6, 6], "cat_item": [0, 3, 3],
+        "cat_channel": [1, 0, 1], "num_amount": [float("nan"), float("nan"), 1.0],
+    }
+    fee_then_complaint = {key: [value[0], value[2], value[1]] for key, value in complaint_then_fee.items()}
+    for gaps in ([40 * 86400.0, 40 * 86400.0, 40 * 86400.0], [50 * 86400.0, 41 * 86400.0, 40 * 86400.0]):
+        for relative in ("none", "bias", "content"):
+            model = build("atrank", positional_encoding="none", time_encoding="bucket", relative_time=relative)
+            if relative != "none":  # the bias starts at zero: give it something to say
+                torch.nn.init.normal_(model.encoder.relative_time.bias.weight, std=1.0)
+            a = model(collate([dict(complaint_then_fee, time_gap=gaps)])).outcome_logits
+            b = model(collate([dict(fee_then_complaint, time_gap=gaps)])).outcome_logits
+            assert (not torch.allclose(a, b, atol=1e-5)) == (relative != "none"), (gaps, relative)
+
+
+def test_relative_time_buckets_are_signed_and_logarithmic() -> None:
+    relative = RelativeTime(num_heads=2, head_dim=4, num_buckets=20)
+    gap = torch.tensor([[3600.0 * 24 * 30, 3600.0, 3600.0, 0.0]])  # 30 days ago, 1 h ago (twice), at the cut-off
+    ids = relative.buckets(gap, gap)[0]
+    middle = 20
+    assert (ids.diagonal() == middle).all()  # each event with itself
+    assert ids[1, 2] > middle > ids[2, 1]  # same time: the later position is later
+    assert ids[0, 1] > middle and ids[1, 0] < middle  # signed: later and earlier
+    assert ids[0, 1] - middle > ids[1, 3] - middle > 0  # a month is further than an hour
+    q = torch.randn(1, 2, 4, 4)
+    assert relative.score_bias(q, ids[None]).shape == (1, 2, 4, 4)
+    weights = torch.softmax(torch.randn(1, 2, 4, 4), -1)
+    term = relative.value_term(weights, ids[None])  # sum_j w_ij r_ij, computed per bucket
+    expected = torch.einsum("bhij,ijd->bhid", weights, relative.values.weight[ids])
+    torch.testing.assert_close(term, expected)
 
 
 def test_stacked_and_bidirectional_rnn_variants_decode() -> None:
@@ -331,6 +370,7 @@ def test_heterogeneous_groups_read_only_their_own_fields() -> None:
     base = {
         "event_type": [LOGIN, PAYMENT, 1],
         "time_bucket": [3, 2, 1],
+        "time_gap": [900.0, 300.0, 60.0],
         "cat_item": [0, 5, 5],
         "cat_channel": [1, 1, 1],
         "num_amount": [float("nan"), 1.0, 1.0],
@@ -417,21 +457,7 @@ def test_atrank_learns_a_planted_order_signal() -> None:
 
 
 def _take(batch: SequenceBatch, index: torch.Tensor) -> SequenceBatch:
-    return dataclasses.replace(
-        batch,
-        event_type=batch.event_type[index],
-        time_bucket=batch.time_bucket[index],
-        categorical={k: v[index] for k, v in batch.categorical.items()},
-        numeric=batch.numeric[index],
-        numeric_mask=batch.numeric_mask[index],
-        mask=batch.mask[index],
-        lengths=batch.lengths[index],
-        outcomes=batch.outcomes[index],
-        next_event_type=batch.next_event_type[index],
-        next_item=batch.next_item[index],
-        forecast=batch.forecast[index],
-        customer_id=[batch.customer_id[i] for i in index.tolist()],
-    )
+    return batch.take(index)
 
 
 # ---------------------------------------------------------------------------------------------- count models
