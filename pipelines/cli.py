@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from journey_model.core.resources import tune_malloc_for_children
 from journey_model.core.settings import Settings
 from journey_model.training.config import TRAIN_SETTINGS, TrainConfig
 from pipelines.configs import (
@@ -124,7 +125,10 @@ def _run_ingest(args: argparse.Namespace, config: Any) -> int:
 
 
 def _run_prepare(args: argparse.Namespace, config: Any) -> int:
-    from journey_model.data.prepare import prepare
+    if config.engine == "spark":  # pyspark (an optional extra) is imported only here
+        from journey_model.data.prepare_spark import prepare_spark as prepare
+    else:
+        from journey_model.data.prepare import prepare
 
     print(prepare(config, overwrite=args.overwrite, progress=not args.quiet).summary())
     return 0
@@ -234,8 +238,7 @@ def _run_serve(args: argparse.Namespace, config: ServingConfig) -> int:
     os.environ.update(config.to_env())
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
     # glibc returning large tensor buffers to the OS after every free costs page faults on each forward pass.
-    os.environ.setdefault("MALLOC_MMAP_MAX_", "0")
-    os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", "68719476736")
+    tune_malloc_for_children()
     command = [sys.executable, "-m", "bentoml", "serve", "serving.service:JourneyService",
                "--host", config.host, "--port", str(config.port), "--timeout-keep-alive", str(config.keep_alive)]
     if config.timeout is not None:
@@ -398,6 +401,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:  # the `journey` command: the processes it starts (DDP, scoring workers) get the malloc tuning
+        tune_malloc_for_children()
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)

@@ -16,8 +16,9 @@ every variant answers outcomes, next event and next item as well as forecasts.
   h̃ = tanh(W[c; s]) feeds the output layer (input feeding is left out).
 
 The decoder forecasts the next K event types from <bos> to <eos>: teacher forcing in training, greedy or beam
-search at inference (:mod:`journey_model.models.decoding`). Teacher forcing runs the same ``step`` as
-inference, one step at a time, so both see exactly the same computation.
+search at inference (:mod:`journey_model.models.decoding`). Teacher forcing computes what inference's
+``step`` computes: one step at a time for Bahdanau, all K steps in one RNN call for the others (no step of
+theirs reads the previous step's attention); a test holds the two equal.
 """
 
 from __future__ import annotations
@@ -66,7 +67,15 @@ class Seq2SeqConfig(SequenceModelConfig):
 
 
 class RNNEncoder(nn.Module):
-    """Behaviours -> (B, T, H) RNN states (both directions merged into H) and a (B, H) summary."""
+    """Behaviours -> (B, T, H) RNN states (both directions merged into H) and a (B, H) summary.
+
+    Every journey is read over its own events only: the forward direction stops at its last event and the
+    backward direction starts there, as with a packed sequence. On CPU the RNN runs over the padded batch
+    instead (each row's events reversed in place for the backward direction, the final states taken at each
+    row's last event): the same computation, without the packed kernel's per-step slicing, whose backward pass
+    zero-fills a full-size gradient buffer for every time step. An LSTM's final *cell* state is not in its
+    outputs, so ``final_cell_state=True`` (a decoder starts from it) keeps an LSTM on the packed path.
+    """
 
     def __init__(
         self,
@@ -78,6 +87,7 @@ class RNNEncoder(nn.Module):
         bidirectional: bool = False,
         dropout: float = 0.0,
         embedding_init: str = "glorot",
+        final_cell_state: bool = True,
     ):
         super().__init__()
         H = hidden_size
@@ -86,18 +96,19 @@ class RNNEncoder(nn.Module):
             H, H, num_layers, batch_first=True, bidirectional=bidirectional, dropout=dropout if num_layers > 1 else 0.0
         )
         self.bidirectional = bidirectional
+        self.is_lstm = cell == "lstm"
+        self.final_cell_state = final_cell_state
         self.merge = nn.Linear(2 * H, H) if bidirectional else None  # forward ⊕ backward -> H
 
     def forward(self, batch: SequenceBatch) -> EncodedSequence:
         mask = batch.mask  # (B, T)
-        B, T = mask.shape
         x = self.embedding(batch)  # (B, T, H)
-        # packing keeps padding out of the backward direction; an empty journey reads one zero vector
-        lengths = batch.lengths.clamp(min=1).cpu()
-        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        packed_states, final = self.rnn(packed)
-        states, _ = pad_packed_sequence(packed_states, batch_first=True, total_length=T)  # (B, T, dirs * H)
-        final_state = final if isinstance(final, tuple) else (final,)  # (h_n,) or (h_n, c_n), (layers*dirs, B, H)
+        # an empty journey reads one zero vector (the embedding is zero at padding)
+        lengths = batch.lengths.clamp(min=1)
+        if x.device.type == "cpu" and not (self.is_lstm and self.final_cell_state):
+            states, final_state = self._run_padded(x, lengths)
+        else:
+            states, final_state = self._run_packed(x, lengths)
         h_n = final_state[0]
         if self.merge is not None:
             states = torch.tanh(self.merge(states))
@@ -106,6 +117,50 @@ class RNNEncoder(nn.Module):
             summary = h_n[-1]
         states = states * mask[..., None].to(states.dtype)
         return EncodedSequence(states=states, mask=mask, summary=summary, final_state=final_state)
+
+    def _run_packed(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """Packing keeps padding out of the backward direction. -> states (B, T, dirs * H), (h_n,) / (h_n, c_n)."""
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        packed_states, final = self.rnn(packed)
+        states, _ = pad_packed_sequence(packed_states, batch_first=True, total_length=x.shape[1])
+        return states, final if isinstance(final, tuple) else (final,)  # each (layers * dirs, B, H)
+
+    def _run_padded(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """The packed computation on the padded batch, layer by layer and direction by direction.
+
+        -> states (B, T, dirs * H), zero at padding, and (h_n,): the state at each row's last event (forward) and
+        at its first event (backward), (layers * dirs, B, H) in ``nn.RNN``'s order. No c_n: see the class.
+        """
+        rnn = self.rnn
+        B, T, _ = x.shape
+        H, layers, directions = rnn.hidden_size, rnn.num_layers, 2 if self.bidirectional else 1
+        steps = torch.arange(T, device=x.device)[None, :]
+        real = steps < lengths[:, None]  # (B, T)
+        # each row's events in reverse order, its padding left in place: an involution of the time axis
+        reverse = torch.where(real, lengths[:, None] - 1 - steps, steps)[..., None]  # (B, T, 1)
+        last = (lengths - 1)[:, None, None].expand(B, 1, H)  # (B, 1, H)
+        weights = rnn._flat_weights  # per layer, per direction: w_ih, w_hh (, b_ih, b_hh)
+        per_direction = len(weights) // (layers * directions)
+        h_n = []
+        inputs = x
+        for layer in range(layers):
+            outputs = []
+            for direction in range(directions):
+                first = (layer * directions + direction) * per_direction
+                params = weights[first : first + per_direction]
+                sequence = inputs if direction == 0 else inputs.gather(1, reverse.expand_as(inputs))
+                zeros = sequence.new_zeros(1, B, H)
+                if self.is_lstm:
+                    out, _, _ = torch.lstm(sequence, (zeros, zeros), params, rnn.bias, 1, 0.0, self.training, False, True)
+                else:
+                    out, _ = torch.gru(sequence, zeros, params, rnn.bias, 1, 0.0, self.training, False, True)
+                h_n.append(out.gather(1, last)[:, 0])  # (B, H) after the row's last event in reading order
+                outputs.append(out if direction == 0 else out.gather(1, reverse.expand_as(out)))
+            inputs = torch.cat(outputs, dim=-1) if directions == 2 else outputs[0]
+            if layer < layers - 1 and rnn.dropout and self.training:  # nn.RNN's dropout between layers
+                inputs = nn.functional.dropout(inputs, rnn.dropout, training=True)
+        states = inputs * real[..., None].to(inputs.dtype)  # zero at padding, as pad_packed_sequence leaves it
+        return states, (torch.stack(h_n),)
 
 
 # ---------------------------------------------------------------------------------------------- attention
@@ -120,9 +175,13 @@ class BahdanauAttention(nn.Module):
         self.key = nn.Linear(hidden_size, hidden_size)
         self.score = nn.Linear(hidden_size, 1, bias=False)
 
-    def forward(self, query: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """query (B, H), memory (B, T, H) -> context (B, H), weights (B, T)."""
-        scores = self.score(torch.tanh(self.query(query)[:, None] + self.key(memory))).squeeze(-1)  # (B, T)
+    def forward(
+        self, query: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor, keys: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """query (B, H), memory (B, T, H) -> context (B, H), weights (B, T). ``keys``: U h_j, computed once per
+        journey by the decoder (:meth:`RNNDecoder.initial_state`) rather than at every step."""
+        keys = self.key(memory) if keys is None else keys  # (B, T, H)
+        scores = self.score(torch.tanh(self.query(query)[:, None] + keys)).squeeze(-1)  # (B, T)
         weights = masked_softmax(scores, mask)
         return (weights[..., None] * memory).sum(1), weights
 
@@ -138,7 +197,10 @@ class LuongAttention(nn.Module):
         self.vector = nn.Linear(hidden_size, 1, bias=False) if score == "concat" else None
 
     def forward(self, query: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """query (B, H), memory (B, T, H) -> context (B, H), weights (B, T)."""
+        """query (B, H), memory (B, T, H) -> context (B, H), weights (B, T); or every step of a teacher-forced
+        decoder at once: query (B, K, H) -> context (B, K, H), weights (B, K, T)."""
+        if query.dim() == 3:
+            return self._all_steps(query, memory, mask)
         if self.score_kind == "dot":
             scores = (memory * query[:, None]).sum(-1)  # (B, T)
         elif self.score_kind == "general":
@@ -148,6 +210,18 @@ class LuongAttention(nn.Module):
             scores = self.vector(torch.tanh(self.concat(pairs))).squeeze(-1)  # type: ignore[misc]
         weights = masked_softmax(scores, mask)
         return (weights[..., None] * memory).sum(1), weights
+
+    def _all_steps(self, query: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.score_kind == "dot":
+            scores = query @ memory.transpose(1, 2)  # (B, K, T)
+        elif self.score_kind == "general":
+            scores = query @ self.weight(memory).transpose(1, 2)  # type: ignore[misc]
+        else:
+            K, T = query.shape[1], memory.shape[1]
+            pairs = torch.cat([query[:, :, None].expand(-1, -1, T, -1), memory[:, None].expand(-1, K, -1, -1)], dim=-1)
+            scores = self.vector(torch.tanh(self.concat(pairs))).squeeze(-1)  # type: ignore[misc]  # (B, K, T)
+        weights = masked_softmax(scores, mask)
+        return weights @ memory, weights  # (B, K, H), (B, K, T)
 
 
 # ---------------------------------------------------------------------------------------------- decoder
@@ -186,13 +260,16 @@ class RNNDecoder(nn.Module):
         else:
             hidden = encoded.final_state[0].transpose(0, 1)  # (B, L, H)
             cell = encoded.final_state[1].transpose(0, 1) if self.is_lstm else torch.zeros_like(hidden)
-        return {
+        state = {
             "hidden": hidden,  # (B, L, H)
             "cell": cell,  # (B, L, H), zeros for a GRU
             "memory": encoded.states,  # (B, T, H)
             "memory_mask": encoded.mask,  # (B, T)
             "context": encoded.summary,  # (B, H) the fixed context
         }
+        if self.config.attention == "bahdanau":
+            state["memory_keys"] = self.attention.key(encoded.states)  # type: ignore[union-attr]  # (B, T, H) U h_j
+        return state
 
     def step(self, tokens: torch.Tensor, state: dict[str, torch.Tensor], need_weights: bool = False) -> DecoderStep:
         """tokens (B,) -> next-token logits (B, V)."""
@@ -202,7 +279,7 @@ class RNNDecoder(nn.Module):
         context = state["context"]
         if self.config.attention == "bahdanau":
             # score the previous decoder state against the journey, then read the context
-            context, weights = self.attention(hidden[:, -1], memory, mask)  # type: ignore[misc]
+            context, weights = self.attention(hidden[:, -1], memory, mask, state.get("memory_keys"))  # type: ignore[misc]
             attentions["forecast/attention"] = weights  # (B, T)
         if self.config.context_every_step or self.config.attention == "bahdanau":
             x = torch.cat([x, context], dim=-1)
@@ -229,9 +306,16 @@ class RNNDecoder(nn.Module):
     def teacher_forced(
         self, encoded: EncodedSequence, targets: torch.Tensor, need_weights: bool = False
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """targets (B, K) -> logits (B, K, V), feeding the true previous token at every step."""
+        """targets (B, K) -> logits (B, K, V), feeding the true previous token at every step.
+
+        Where no step reads the previous step's attention (fixed context, Cho, Luong without input feeding), the
+        RNN runs over the K steps in one call and attention scores them all at once: the computation of K calls
+        of :meth:`step`, in fewer kernels. Bahdanau's attention needs the previous state, so it steps.
+        """
         inputs = teacher_forcing_inputs(targets)  # (B, K)
         state = self.initial_state(encoded)
+        if self.config.attention != "bahdanau":
+            return self._all_steps(inputs, state, need_weights)
         logits, attentions = [], []
         for k in range(inputs.shape[1]):
             step = self.step(inputs[:, k], state, need_weights)
@@ -240,6 +324,30 @@ class RNNDecoder(nn.Module):
             state = step.state
         stacked = {name: torch.stack([a[name] for a in attentions], 1) for name in attentions[0]} if need_weights else {}
         return torch.stack(logits, dim=1), stacked
+
+    def _all_steps(
+        self, inputs: torch.Tensor, state: dict[str, torch.Tensor], need_weights: bool
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """:meth:`step` for every teacher-forced input at once (not for Bahdanau). inputs (B, K) -> (B, K, V)."""
+        x = self.token(inputs)  # (B, K, H)
+        context = state["context"]  # (B, H)
+        if self.config.context_every_step:
+            x = torch.cat([x, context[:, None].expand(-1, x.shape[1], -1)], dim=-1)
+        rnn_state = state["hidden"].transpose(0, 1).contiguous()  # (L, B, H)
+        if self.is_lstm:
+            rnn_state = (rnn_state, state["cell"].transpose(0, 1).contiguous())
+        s, _ = self.rnn(x, rnn_state)  # (B, K, H) top layer
+        attentions: dict[str, torch.Tensor] = {}
+        if self.config.attention == "luong":
+            attended, weights = self.attention(s, state["memory"], state["memory_mask"])  # type: ignore[misc]
+            if need_weights:
+                attentions["forecast/attention"] = weights  # (B, K, T)
+            logits = self.output(torch.tanh(self.combine(torch.cat([attended, s], dim=-1))))
+        elif self.config.context_every_step:
+            logits = self.output(torch.cat([s, context[:, None].expand_as(s)], dim=-1))
+        else:
+            logits = self.output(s)
+        return logits, attentions
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -269,6 +377,8 @@ class Seq2Seq(JourneyModel):
             config.bidirectional,
             config.dropout,
             config.embedding_init,
+            # only a decoder started from the encoder's own final state reads an LSTM's c_n
+            final_cell_state=Task.FORECAST in self.tasks and not (config.bidirectional or config.context_every_step),
         )
         self.heads = TaskHeads(spec, self.tasks, config)
         self.decoder = RNNDecoder(spec, config) if Task.FORECAST in self.tasks else None

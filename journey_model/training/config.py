@@ -180,7 +180,8 @@ class TrainerConfig:
                            "ddp_spawn, or any Lightning strategy name")
     precision: str | None = option(None, "none = bf16-mixed on GPU, 32-true on CPU; or any Lightning precision")
     threads: int | None = option(
-        None, "torch CPU threads per process; none = torch's default (one per core / process under CPU DDP) [threads]")
+        None, "torch CPU threads per process; none = 1 per process on CPU (measured fastest: "
+        "benchmarks/bench_training_throughput.py), torch's default on GPU [threads]")
     limit_train_batches: int | float | None = option(
         None, "train on this many batches (int) or this share (float) per epoch; for smoke tests")
     limit_val_batches: int | float | None = option(None, "the same for validation batches")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -146,12 +145,23 @@ def _strategy(config: TrainConfig) -> str:
     return "ddp_find_unused_parameters_true" if distributed else "auto"
 
 
+# Torch threads per training process on CPU, unless `--threads N` says otherwise: chosen by measurement.
+# benchmarks/bench_training_throughput.py (benchmarks/results/training_throughput.json, "threads_malloc_load")
+# timed training steps (batch 64, T <= 100, H 64) of atrank, gru-attn, lstm-luong and gru-bahdanau at 1 and 2
+# threads (2 = torch's own default there, one per core) on 2 cores shared with other jobs (load average 6-10):
+# one thread was 7-55x faster (atrank 0.73 s vs 5.2 s a step, gru-attn 0.20 vs 3.2 s), and 4-22x faster with a
+# competing CPU-bound process (load 10-13). Journey's steps are many small kernels, so a second intra-op thread
+# adds synchronisation, and waiting for a core that another process holds stalls every op. Each CPU DDP
+# process takes one thread too. Not measured on machines with more cores: pass --threads there to try more.
+CPU_DEFAULT_THREADS = 1
+
+
 def _set_threads(config: TrainConfig) -> int:
-    """Apply ``config.threads``; under CPU DDP, share the cores between the processes by default."""
+    """Apply ``config.threads``; on CPU without it, :data:`CPU_DEFAULT_THREADS` per process (torch's default on GPU)."""
     if config.threads:
         torch.set_num_threads(config.threads)
-    elif not _uses_gpu(config) and (_device_count(config) or 1) > 1:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // (_device_count(config) or 1)))
+    elif not _uses_gpu(config):
+        torch.set_num_threads(CPU_DEFAULT_THREADS)
     return torch.get_num_threads()
 
 
