@@ -24,15 +24,17 @@ import numpy as np
 import pyarrow as pa
 
 from journey_model.core.pseudonyms import key_from_env, pseudonym
-from journey_model.data.features import OOV_ID
+from journey_model.data.features import OOV_ID, PAD_ID
 from journey_model.data.preprocessing import EVENT_TYPE_SPECIALS, Preprocessor
 from journey_model.data.schema import CUSTOMER_ID, EVENT_ID, EVENT_TYPE, TIMESTAMP, TIMESTAMP_TYPE
 from journey_model.data.sequences import CUTOFF
+from serving.bulk import BulkCustomer, BulkRequest
 from serving.config import ServingConfig
 from serving.schemas import INPUT_ERROR_TYPE, CustomerEvents, CustomerUpdate
 
 STANDARD_EVENT_FIELDS = ("event_id", "item", "amount", "channel")  # declared on serving.schemas.Event
 MAX_REPORTED_PROBLEMS = 20
+SMALL_REQUEST_EVENTS = 2000  # up to this many events, out-of-vocabulary ids are looked up in a dict, not by Arrow
 _STRING_OR_NONE = {str, type(None)}
 _FLOAT_OR_NONE = {float, type(None)}
 _request_counter = itertools.count()
@@ -66,9 +68,16 @@ class InputContract:
     categorical: list[str] = field(init=False)  # string fields (standard and extra)
     numeric: list[str] = field(init=False)  # number fields
     carried: dict[str, np.ndarray] = field(init=False)  # field -> (event-type vocab,) bool: the type carries it
+    schema: pa.Schema = field(init=False)  # the canonical events' Arrow schema
+    ids: dict[str, dict[str, int]] = field(init=False)  # field -> value -> id (Vocabulary.encode's, for small requests)
 
     def __post_init__(self) -> None:
         dataset = self.preprocessor.dataset
+        self.schema = dataset.arrow_schema()
+        self.ids = {}
+        for name in [EVENT_TYPE, *dataset.categorical_fields]:
+            vocabulary = self.preprocessor.vocabularies[name]
+            self.ids[name] = {token: i for i, token in enumerate(vocabulary.tokens) if i >= vocabulary.num_reserved}
         self.categorical = list(dataset.categorical_fields)
         self.numeric = list(dataset.numeric_fields)
         tokens = self.preprocessor.vocabularies[EVENT_TYPE].tokens
@@ -204,14 +213,73 @@ def parse_customers(
     if problems:  # every problem of every check above, in the order of the events
         problems.sort(key=lambda p: [str(part).zfill(12) if isinstance(part, int) else part for part in p["loc"]])
         raise RequestError(400, problems)
+    columns[EVENT_TYPE] = list(map(attrgetter("event_type"), events))
+    columns[EVENT_ID] = list(map(attrgetter("event_id"), events))
+    return _assemble([c.customer_id for c in customers], cutoffs, cutoff_array, counts, offsets, owner, ts, ts_micros,
+                     columns, contract, config, request_id)
 
-    keys = [f"r{request_id}-{i}" for i in range(len(customers))]
-    schema = contract.preprocessor.dataset.arrow_schema()
+
+def parse_bulk(request: BulkRequest, contract: InputContract, config: ServingConfig,
+               now: datetime | None = None) -> ParsedRequest:
+    """:func:`parse_customers` for a request that passed the bulk checks (:mod:`serving.bulk`): the same checks on
+    whole columns, and the same canonical events, without a pydantic object per event. Any problem (or any
+    doubt) hands the request to :func:`parse_customers`, whose 4xx names the customer, the event and the field."""
+    now = now or datetime.now(UTC)
+    customers = request.customers
+    counts = np.array([c.n_events for c in customers], dtype=np.int64)
+    if len(customers) > config.max_customers_per_request or int(counts.max()) > config.max_events_per_customer:
+        return parse_customers(request.models(), contract, config, now)
+    allowed = contract.allowed_fields
+    names = set().union(*(c.columns for c in customers))
+    for name in names - allowed:  # a standard field the dataset lacks is fine when null everywhere, as there
+        if name not in STANDARD_EVENT_FIELDS or any(v is not None for c in customers for v in c.columns.get(name, ())):
+            return parse_customers(request.models(), contract, config, now)
+    columns: dict[str, Any] = {}
+    for name in contract.categorical + contract.numeric + [EVENT_TYPE, EVENT_ID]:
+        values = _concatenated(customers, name)
+        if name not in STANDARD_EVENT_FIELDS and name != EVENT_TYPE:  # extras arrive untyped
+            if name in contract.numeric:
+                problems: list[dict[str, Any]] = []
+                values = _finite_numbers(values, name, lambda flat: ([], ""), problems)
+                if problems:
+                    return parse_customers(request.models(), contract, config, now)
+            elif not set(map(type, values)) <= _STRING_OR_NONE:
+                return parse_customers(request.models(), contract, config, now)
+        columns[name] = values
+    ts = customers[0].ts if len(customers) == 1 else pa.concat_arrays([c.ts for c in customers])
+    cutoffs = [c.cutoff if c.cutoff is not None else now for c in customers]
+    cutoff_array = pa.array(cutoffs, type=TIMESTAMP_TYPE)
+    ts_micros = ts.cast(pa.int64()).to_numpy(zero_copy_only=False)
+    cut_micros = cutoff_array.cast(pa.int64()).to_numpy(zero_copy_only=False)
+    if (ts_micros >= np.repeat(cut_micros, counts)).any():
+        return parse_customers(request.models(), contract, config, now)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    owner = np.repeat(np.arange(len(customers)), counts)
+    return _assemble([pseudonymised_id(c.customer_id) for c in customers], cutoffs, cutoff_array, counts, offsets,
+                     owner, ts, ts_micros, columns, contract, config, next(_request_counter))
+
+
+def _concatenated(customers: Sequence[BulkCustomer], name: str) -> list[Any]:
+    """One field's values over all customers' events (None where a customer does not send the field)."""
+    if len(customers) == 1:
+        values = customers[0].columns.get(name)
+        return values if values is not None else [None] * customers[0].n_events
+    return list(itertools.chain.from_iterable(
+        c.columns.get(name) or [None] * c.n_events for c in customers))
+
+
+def _assemble(ids: list[str], cutoffs: list[datetime], cutoff_array: pa.Array, counts: np.ndarray,
+              offsets: np.ndarray, owner: np.ndarray, ts: pa.Array, ts_micros: np.ndarray, columns: dict[str, Any],
+              contract: InputContract, config: ServingConfig, request_id: int) -> ParsedRequest:
+    """The canonical events table, the examples and each customer's answer facts from checked columns."""
+    keys = [f"r{request_id}-{i}" for i in range(len(ids))]
+    schema = contract.schema
     arrays = {
-        CUSTOMER_ID: pa.array(keys, pa.string()).take(pa.array(owner)),
+        CUSTOMER_ID: pa.repeat(pa.scalar(keys[0], pa.string()), len(owner)) if len(keys) == 1
+        else pa.array(keys, pa.string()).take(pa.array(owner)),
         TIMESTAMP: ts,
-        EVENT_TYPE: pa.array(list(map(attrgetter("event_type"), events)), pa.string()),
-        EVENT_ID: pa.array(list(map(attrgetter("event_id"), events)), pa.string()),
+        EVENT_TYPE: pa.array(columns[EVENT_TYPE], pa.string()),
+        EVENT_ID: pa.array(columns[EVENT_ID], pa.string()),
     }
     for name in contract.categorical:
         arrays[name] = pa.array(columns[name], pa.string())
@@ -220,24 +288,32 @@ def parse_customers(
     table = pa.Table.from_arrays([arrays[f.name] for f in schema], schema=schema)
 
     parsed = []
-    oov_lists = _out_of_vocabulary(table, contract, owner, offsets, config.max_oov_reported, len(customers))
-    for i, customer in enumerate(customers):
+    oov_lists = _out_of_vocabulary(table, columns, contract, owner, offsets, config.max_oov_reported, len(ids))
+    for i, customer_id in enumerate(ids):
         order = np.argsort(ts_micros[offsets[i]:offsets[i + 1]], kind="stable")
         oov, oov_count = oov_lists[i]
-        parsed.append(ParsedCustomer(customer.customer_id, keys[i], cutoffs[i], int(counts[i]), order, oov, oov_count))
+        parsed.append(ParsedCustomer(customer_id, keys[i], cutoffs[i], int(counts[i]), order, oov, oov_count))
     examples = pa.table({CUSTOMER_ID: pa.array(keys, pa.string()), CUTOFF: cutoff_array})
     return ParsedRequest(parsed, table, examples)
 
 
 def _out_of_vocabulary(
-    table: pa.Table, contract: InputContract, owner: np.ndarray, offsets: np.ndarray, limit: int, n_customers: int
+    table: pa.Table, columns: dict[str, Any], contract: InputContract, owner: np.ndarray, offsets: np.ndarray,
+    limit: int, n_customers: int,
 ) -> list[tuple[list[dict[str, Any]], int]]:
     """Per customer: the first ``limit`` values the model maps to <oov>, and how many there are."""
     vocabularies = contract.preprocessor.vocabularies
-    type_ids = vocabularies[EVENT_TYPE].encode(table.column(EVENT_TYPE))
+
+    def encode(name: str) -> np.ndarray:
+        if table.num_rows > SMALL_REQUEST_EVENTS:
+            return vocabularies[name].encode(table.column(name))
+        ids = contract.ids[name]  # Vocabulary.encode's ids, without its per-call Arrow set-up
+        return np.array([PAD_ID if value is None else ids.get(value, OOV_ID) for value in columns[name]], np.int32)
+
+    type_ids = encode(EVENT_TYPE)
     flagged: list[tuple[int, str, np.ndarray]] = [(0, EVENT_TYPE, np.flatnonzero(type_ids == OOV_ID))]
     for order, name in enumerate(contract.categorical, start=1):
-        ids = vocabularies[name].encode(table.column(name))
+        ids = encode(name)
         carried = contract.carried[name][type_ids]  # a field the type does not carry is ignored, not OOV
         flagged.append((order, name, np.flatnonzero((ids == OOV_ID) & carried)))
     found: list[list[tuple[int, int, str]]] = [[] for _ in range(n_customers)]
@@ -248,7 +324,7 @@ def _out_of_vocabulary(
     for i, entries in enumerate(found):
         entries.sort()
         listed = [
-            {"event_index": flat - int(offsets[i]), "field": name, "value": table.column(name)[flat].as_py()}
+            {"event_index": flat - int(offsets[i]), "field": name, "value": columns[name][flat]}
             for flat, _, name in entries[:limit]
         ]
         result.append((listed, len(entries)))

@@ -71,8 +71,7 @@ EMPTY_HISTORY = "empty history: send at least one event"
 def name_the_customer(data: Any, handler: Any) -> Any:
     """Validate one customer; every problem becomes its own error whose message names the customer id, the event
     index and the field (its location is the full path: customers, i, events, j, field; its type pydantic's)."""
-    customer = data.get("customer_id") if isinstance(data, dict) else None
-    who = f"customer {customer!r}" if isinstance(customer, str) and customer else "customer (no customer_id)"
+    who = customer_named(data)
     try:
         result = handler(data)
     except ValidationError as error:
@@ -87,6 +86,17 @@ def name_the_customer(data: Any, handler: Any) -> Any:
         raise _errors([(("events",), "too_short", f"{who}, field 'events': {EMPTY_HISTORY} (events_seen = 0 "
                         "starts a new state from the events sent)")])
     return result
+
+
+def customer_named(data: Any) -> str:
+    """"customer 'C1'" (or "customer (no customer_id)"), as every message about a customer starts."""
+    customer = data.get("customer_id") if isinstance(data, dict) else None
+    return f"customer {customer!r}" if isinstance(customer, str) and customer else "customer (no customer_id)"
+
+
+def validation_errors(problems: list[tuple[tuple[Any, ...], str, str]]) -> ValidationError:
+    """One validation error per (location, kind, message) (see :func:`_errors`)."""
+    return _errors(problems)
 
 
 def _errors(problems: list[tuple[tuple[Any, ...], str, str]]) -> ValidationError:
@@ -118,6 +128,45 @@ class CustomerEvents(BaseModel):
     @classmethod
     def _name_the_customer(cls, data: Any, handler: Any) -> CustomerEvents:
         return name_the_customer(data, handler)
+
+
+EXAMPLE_COLUMNS: dict[str, list[Any]] = {
+    name: [event.get(name) for event in EXAMPLE_EVENTS]
+    for name in ("ts", "event_type", "item", "channel", "amount", "device", "balance", "event_id")
+}
+FiniteAmount = Annotated[float | None, Field(strict=True, allow_inf_nan=False)]
+
+
+class EventColumns(BaseModel):
+    """A customer's events as one array per field (the columnar form of /predict): element j of every array is
+    event j, null where the event has no value. All arrays have the same length. Extra fields the model's
+    dataset declares (GET /metadata) are arrays too. A problem is reported as for the row form, naming the
+    event index and the field."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"example": EXAMPLE_COLUMNS})
+
+    ts: list[Timestamp] = Field(description="When each event happened (as Event.ts).",
+                                examples=[EXAMPLE_COLUMNS["ts"]])
+    event_type: list[str] = Field(description="Behaviour type of each event (as Event.event_type).",
+                                  examples=[EXAMPLE_COLUMNS["event_type"]])
+    event_id: list[str | None] | None = Field(None, description="Your id of each event (or null).")
+    item: list[str | None] | None = Field(None, description="Each event's object (or null).",
+                                          examples=[EXAMPLE_COLUMNS["item"]])
+    amount: list[FiniteAmount] | None = Field(None, description="Money moved by each event (a finite number or null).",
+                                              examples=[EXAMPLE_COLUMNS["amount"]])
+    channel: list[str | None] | None = Field(None, description="Each event's channel (or null).",
+                                             examples=[EXAMPLE_COLUMNS["channel"]])
+
+
+class CustomerColumns(BaseModel):
+    """A customer to score with its events in the columnar form (one array per field; /predict only)."""
+
+    model_config = ConfigDict(json_schema_extra={"example": {**EXAMPLE_CUSTOMER, "events": EXAMPLE_COLUMNS}})
+
+    customer_id: str = Field(min_length=1, description="Whose events these are.", examples=["C00000042"])
+    cutoff: OptionalTimestamp = Field(None, description="Score as of this time (as for the row form). Default: now.",
+                                      examples=["2024-12-01T00:00:00Z"])
+    events: EventColumns = Field(description="The customer's history, one array per field (at least one event).")
 
 
 class CustomerUpdate(BaseModel):
