@@ -290,12 +290,16 @@ class RelativeTime(nn.Module):
         return self.num_buckets + sign * size  # sign 0 (the query itself) -> the middle bucket
 
     def score_bias(self, q: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """q (B, heads, T, d), ids (B, T, T) -> (B, heads, T, T): the head's bias (+ q·r_ij with content)."""
-        bias = self.bias(ids).permute(0, 3, 1, 2)
+        """q (B, heads, T, d), ids (B, T, T) -> (B, heads, T, T): the head's bias (+ q·r_ij with content).
+
+        Scores are formed per bucket first, (B, heads, T, buckets), then gathered once: an embedding lookup of
+        the (B, T, T) ids would cost a dense embedding backward over B·T² rows."""
+        per_bucket = self.bias.weight.T.to(q.dtype)[None, :, None, :]  # (1, heads, 1, buckets)
         if self.keys is not None:
-            per_bucket = q @ self.keys.weight.T.to(q.dtype) / math.sqrt(q.shape[-1])  # (B, heads, T, buckets)
-            bias = bias + per_bucket.gather(-1, ids[:, None].expand(-1, q.shape[1], -1, -1))
-        return bias
+            per_bucket = per_bucket + q @ self.keys.weight.T.to(q.dtype) / math.sqrt(q.shape[-1])
+        else:
+            per_bucket = per_bucket.expand(q.shape[0], -1, q.shape[2], -1)
+        return per_bucket.gather(-1, ids[:, None].expand(-1, q.shape[1], -1, -1))
 
     def value_term(self, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """weights (B, heads, T, T), ids (B, T, T) -> (B, heads, T, d) = sum_j w_ij r'_ij."""
