@@ -200,7 +200,14 @@ def parse_customers(
         columns[name] = values
 
     ts = pa.array(list(map(attrgetter("ts"), events)), type=TIMESTAMP_TYPE)  # aware -> UTC, naive read as UTC
-    cutoffs = [_as_utc(c.cutoff) if c.cutoff is not None else now for c in customers]
+    cutoffs = []
+    for i, customer in enumerate(customers):
+        try:
+            cutoffs.append(_as_utc(customer.cutoff) if customer.cutoff is not None else now)
+        except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00 is in the year 10000 in UTC
+            problems.append(problem(["customers", i, "cutoff"], f"customer {customer.customer_id!r}, field 'cutoff': "
+                                    f"{customer.cutoff.isoformat()} is outside the years 1-9999 in UTC"))
+            cutoffs.append(now)
     cutoff_array = pa.array(cutoffs, type=TIMESTAMP_TYPE)
     ts_micros = ts.cast(pa.int64()).to_numpy(zero_copy_only=False)
     cut_micros = cutoff_array.cast(pa.int64()).to_numpy(zero_copy_only=False)

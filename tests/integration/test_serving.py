@@ -223,6 +223,13 @@ def test_default_cutoff_is_now(client, events):
     assert before <= pd.Timestamp(answer["cutoff"]) <= pd.Timestamp.now(tz="UTC")
 
 
+def test_a_cutoff_beyond_the_year_9999_in_utc_is_a_400_naming_it(client, events):
+    customer = customer_payload(events, scored_customers(events, 1)[0], cutoff="9999-12-31T23:59:59-01:00")
+    response = client.post("/predict", json={"customers": [customer]})
+    assert response.status_code == 400, response.text
+    assert "cutoff" in response.text and "outside the years 1-9999" in response.text
+
+
 def _one_customer(events: pd.DataFrame) -> dict:
     return customer_payload(events, scored_customers(events, 1)[0])
 
