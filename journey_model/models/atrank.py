@@ -51,9 +51,9 @@ class ATRankConfig(SequenceModelConfig):
     """ATRank's sizes and switches: Journey's default, measured against the reference lever by lever
     (``benchmarks/bench_atrank_ablation.py``); :meth:`reference` is the reference code's architecture."""
 
-    field_dim: int = 64  # width of each field embedding (reference: 64)
-    hidden_size: int = 128  # H (reference: 128 for one behaviour type, 256 for several)
-    num_heads: int = 8  # attention heads, H / num_heads dims each (reference: 8)
+    field_dim: int = 32  # width of each field embedding (reference: 64; the zoo's default: 32)
+    hidden_size: int = 64  # H (reference: 128 for one behaviour type, 256 for several; the zoo's default: 64)
+    num_heads: int = 4  # attention heads, H / num_heads dims each (reference: 8)
     num_blocks: int = 2  # stacked self-attention blocks (reference: 1)
     ffn_size: int | None = None  # inner width of the blocks' feed-forward; None = H x ffn_ratio
     ffn_ratio: float = 4.0  # feed-forward width as a multiple of H when ffn_size is None (reference: 1/4)
