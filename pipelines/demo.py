@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 from mlflow.tracking import MlflowClient
 
-from journey_model.data.prepare import MANIFEST_FILE, PrepareConfig, prepare
+from journey_model.data.prepare import DATASET_FORMAT, PrepareConfig, prepare, prepared_format
 from journey_model.data.preprocessing import PreprocessingConfig
 from journey_model.data.synth import generate
 from journey_model.inference.batch_scoring import BatchScoringConfig, ranked, read_scores, score_batch
@@ -105,13 +105,16 @@ def run_demo(workdir: Path, customers: int = 5000, seed: int = 0, max_epochs: in
         print(generate(events_dir, customers, seed, progress=progress).summary(), flush=True)
 
     print(f"[2/6] point-in-time examples -> {prepared_dir}", flush=True)
-    if (prepared_dir / MANIFEST_FILE).exists():
+    found = prepared_format(prepared_dir)
+    if found == DATASET_FORMAT:
         print("      already there, kept", flush=True)
     else:
+        if found is not None:
+            print(f"      prepared by an older Journey (format {found}, now {DATASET_FORMAT}): rebuilt", flush=True)
         report = prepare(PrepareConfig(
             events_dir=str(events_dir), out_dir=str(prepared_dir), cutoff_strategy="labels",
             label_horizon_days=30, preprocessing=PreprocessingConfig(max_len=100),
-        ), progress=progress)
+        ), overwrite=found is not None, progress=progress)
         print(report.summary(), flush=True)
 
     print(f"[3/6] train and compare {', '.join(models)} on the outcome task ({max_epochs} epochs at most), "

@@ -68,6 +68,9 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 MANIFEST_FILE = "manifest.json"
+# What an example holds; a dataset of an older format is another dataset (another fingerprint). 2: time_gap,
+# each input event's seconds to the cut-off, beside its log2 time bucket (read by ATRank's default).
+DATASET_FORMAT = 2
 SCAN_FILE = "scan.json"  # the job state: the fitted preprocessor and the partition count
 COUNTERS = ("dropped", "censored", "blanked", "ineligible")  # what each finished partition records
 SPLIT_CHOICES = ("time", "customer", "leave-last-out", "case-chronological")
@@ -162,7 +165,7 @@ class PrepareConfig:
     def fingerprint(self) -> str:
         """Same config -> same value: how a resumed run recognises the unfinished work of its own config. Both
         engines build the same dataset, so the engine is not part of it."""
-        return fingerprint(self.settings())
+        return fingerprint({**self.settings(), "format": DATASET_FORMAT})
 
 
 @dataclass
@@ -795,7 +798,7 @@ def finish(job: _Job, preprocessor: Preprocessor, counts: Counter, events_total:
         partitions=partitions,
         resumed_partitions=resumed,
     )
-    job.output.finish({**asdict(report), "config": asdict(config), "artifact_hash": preprocessor.artifact_hash,
+    job.output.finish({**asdict(report), "format": DATASET_FORMAT, "config": asdict(config), "artifact_hash": preprocessor.artifact_hash,
                        "outcome_names": preprocessor.outcome_names})
     return report
 
@@ -840,6 +843,15 @@ def _check_labels_accounted(job: _Job, counts: Counter) -> None:
         raise PrepareError(
             f"internal check failed: {job.labels.num_rows} label rows but {accounted} examples + drops"
         )
+
+
+def prepared_format(out_dir: str | Path) -> int | None:
+    """The :data:`DATASET_FORMAT` a complete prepared dataset was written in (1 before it was recorded); None
+    if ``out_dir`` holds no complete dataset."""
+    path = Path(out_dir) / MANIFEST_FILE
+    if not path.exists():
+        return None
+    return int(json.loads(path.read_text()).get("format", 1))
 
 
 def prepared_cutoff_strategy(out_dir: str | Path) -> str | None:
