@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/bench_batch_scoring.py                       # 10k and 100k customers
     .venv/bin/python benchmarks/bench_batch_scoring.py --sizes 10000,100000,1000000 --out benchmarks/results/batch_scoring.json
     .venv/bin/python benchmarks/bench_batch_scoring.py --sizes 100000 --workers 1,2 --no-reasons-too --raw-forward
+    .venv/bin/python benchmarks/bench_batch_scoring.py --sizes 1000000 --workers 2 --engines local,spark \
+        --max-minutes 90 --raw-forward --out benchmarks/results/batch_scoring_1m.json
 
 Input: the built-in synthetic bank (about 145 events per customer; ``journey synth``), generated once per
 size under ``--workdir``. Model: ATRank at its default (reference) size, trained for a few batches on 2,000
@@ -66,7 +68,8 @@ def synth_events(workdir: Path, customers: int) -> Path:
     return folder
 
 
-def run_one(model: str, events: str, out: str, top_reasons: int, torch_threads: int, workers: int) -> None:
+def run_one(model: str, events: str, out: str, top_reasons: int, torch_threads: int, workers: int,
+            engine: str = "local") -> None:
     """Runs in the child process: score once, print the report as JSON."""
     from dataclasses import asdict
 
@@ -74,7 +77,8 @@ def run_one(model: str, events: str, out: str, top_reasons: int, torch_threads: 
 
     report = score_batch(BatchScoringConfig(model=model, events_dir=events, out_dir=out, cutoff="2025-01-01",
                                             top_reasons=top_reasons, torch_threads=torch_threads,
-                                            workers=workers, progress=False), overwrite=True)
+                                            workers=workers, engine=engine, spark_master="local[2]",
+                                            progress=False), overwrite=True)
     print(json.dumps(asdict(report)))
 
 
@@ -89,12 +93,17 @@ def tree_rss_mb(process: psutil.Process) -> float:
     return total / 2**20
 
 
-def measure(model: Path, events: Path, out: Path, top_reasons: int, torch_threads: int, workers: int) -> dict:
+def folder_mb(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
+
+
+def measure(model: Path, events: Path, out: Path, top_reasons: int, torch_threads: int, workers: int,
+            engine: str = "local") -> dict:
     shutil.rmtree(out, ignore_errors=True)  # a finished job in the folder would be kept, not redone
     load_before = os.getloadavg()
     started = time.perf_counter()
     child = subprocess.Popen([sys.executable, __file__, "--child", str(model), str(events), str(out),
-                              str(top_reasons), str(torch_threads), str(workers)],
+                              str(top_reasons), str(torch_threads), str(workers), engine],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     process, peak_tree = psutil.Process(child.pid), 0.0
     while child.poll() is None:
@@ -109,6 +118,8 @@ def measure(model: Path, events: Path, out: Path, top_reasons: int, torch_thread
     report = json.loads(stdout.strip().splitlines()[-1])
     report["process_seconds"] = time.perf_counter() - started  # with interpreter start and imports
     report["peak_rss_sum_mb"] = peak_tree
+    report["output_mb"] = folder_mb(out)
+    report["input_mb"] = folder_mb(events / "events")
     report["load_average_before"] = load_before
     return report
 
@@ -157,14 +168,16 @@ def main() -> None:
     parser.add_argument("--torch-threads", type=int, default=1, help="intra-op threads; 0 = all cores (default: 1)")
     parser.add_argument("--workers", default="1", help="worker processes of the local engine, comma-separated "
                         "to compare (e.g. 1,2; default: %(default)s)")
+    parser.add_argument("--engines", default="local", help="local, spark (Spark local[2], one task per core; "
+                        "--workers is ignored there) or both, comma-separated (default: %(default)s)")
     parser.add_argument("--raw-forward", action="store_true",
                         help="also time Scorer.forward alone at the scorer's batch size (the ratio's denominator)")
     parser.add_argument("--out", help="write the results as JSON here")
-    parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=7, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         run_one(args.child[0], args.child[1], args.child[2], int(args.child[3]), int(args.child[4]),
-                int(args.child[5]))
+                int(args.child[5]), args.child[6])
         return
 
     workdir = Path(args.workdir)
@@ -173,36 +186,42 @@ def main() -> None:
     results = []
     variants = [3, 0] if args.no_reasons_too else [3]
     worker_counts = [int(w) for w in args.workers.split(",")]
+    runs = [(engine, workers) for engine in args.engines.split(",")
+            for workers in (worker_counts if engine == "local" else [2])]  # Spark local[2]: two tasks at a time
     for size in sorted(int(float(s)) for s in args.sizes.split(",")):
         for top_reasons in variants:
-            for workers in worker_counts:
+            for engine, workers in runs:
                 measured = [r for r in results if r["top_reasons"] == top_reasons and r["workers"] == workers
-                            and not r["extrapolated"]]
+                            and r["engine"] == engine and not r["extrapolated"]]
                 if measured:
                     rate = measured[-1]["customers_per_second"]
                     if size / rate / 60 > args.max_minutes:
                         last = measured[-1]
                         results.append({"customers": size, "top_reasons": top_reasons, "workers": workers,
-                                        "extrapolated": True, "customers_per_second": rate, "seconds": size / rate,
-                                        "peak_rss_mb": last["peak_rss_mb"],
+                                        "engine": engine, "extrapolated": True, "customers_per_second": rate,
+                                        "seconds": size / rate, "peak_rss_mb": last["peak_rss_mb"],
                                         "note": f"estimated from the {last['customers']:,}-customer run"})
-                        print(f"{size:>9,} customers, reasons={top_reasons}, workers={workers}: estimated "
+                        print(f"{size:>9,} customers, {engine}, reasons={top_reasons}, workers={workers}: estimated "
                               f"{size / rate / 60:.0f} min at {rate:,.0f} customers/s (not run)", flush=True)
                         continue
                 events = synth_events(workdir, size)
-                report = measure(model, events, workdir / f"scores_{size}_{top_reasons}_{workers}", top_reasons,
-                                 args.torch_threads, workers)
-                row = {"customers": report["customers"], "top_reasons": top_reasons, "workers": workers,
-                       "extrapolated": False, "events": report["events"], "seconds": report["seconds"],
-                       "customers_per_second": report["customers_per_second"], "peak_rss_mb": report["peak_rss_mb"],
-                       "peak_rss_sum_mb": report["peak_rss_sum_mb"], "partitions": report["partitions"],
-                       "process_seconds": report["process_seconds"], "torch_threads": args.torch_threads or "default",
+                report = measure(model, events, workdir / f"scores_{size}_{top_reasons}_{engine}_{workers}",
+                                 top_reasons, args.torch_threads, workers, engine)
+                row = {"customers": report["customers"], "top_reasons": top_reasons, "engine": engine,
+                       "workers": workers, "extrapolated": False, "events": report["events"],
+                       "seconds": report["seconds"], "customers_per_second": report["customers_per_second"],
+                       "peak_rss_mb": report["peak_rss_mb"], "peak_rss_sum_mb": report["peak_rss_sum_mb"],
+                       "partitions": report["partitions"], "partitioning": report.get("partitioning", "spill"),
+                       "process_seconds": report["process_seconds"],
+                       "input_mb": report["input_mb"], "output_mb": report["output_mb"],
+                       "torch_threads": args.torch_threads or "default",
                        "load_average_before": report["load_average_before"]}
                 results.append(row)
-                print(f"{row['customers']:>9,} customers ({row['events']:,} events), reasons={top_reasons}, "
-                      f"workers={workers}: {row['seconds']:.1f} s, {row['customers_per_second']:,.0f} customers/s, "
+                print(f"{row['customers']:>9,} customers ({row['events']:,} events), {engine}, reasons={top_reasons}, "
+                      f"workers={workers}, {row['partitions']} partitions ({row['partitioning']}): {row['seconds']:.1f} s, {row['customers_per_second']:,.0f} customers/s, "
                       f"peak RSS {row['peak_rss_mb']:,.0f} MiB (report), {row['peak_rss_sum_mb']:,.0f} MiB "
-                      f"(sum over processes, sampled); load before {row['load_average_before']}", flush=True)
+                      f"(sum over processes, sampled), output {row['output_mb']:,.0f} MiB; load before "
+                      f"{row['load_average_before']}", flush=True)
     raw = None
     if args.raw_forward:
         events = synth_events(workdir, max(int(float(s)) for s in args.sizes.split(",")))

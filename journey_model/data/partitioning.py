@@ -126,3 +126,67 @@ def spill_by_customer(
     for part_file in staged.values():
         part_file.commit()
     return sorted(int(p) for p in writers)
+
+
+def customer_ranges(files: list[Path], events_per_partition: int) -> list[tuple[int, list[int]]] | None:
+    """Partitions of the input as it is, when it needs no spill: ``(file index, row groups)`` each, or None.
+
+    The spill exists to bring each customer's events together. When every row group of every file holds a
+    customer-id range (``min``..``max`` from its Parquet statistics, read from the footers only) that no other
+    row group overlaps, no customer is in two row groups, so consecutive row groups of one file already are
+    partitions of whole customers: they are grouped up to ``events_per_partition`` events each (the same memory
+    bound as a spill partition). None — spill — when a statistic is missing, a customer id is null, two ranges
+    overlap (a customer may span files or row groups, or the rows are not grouped by customer), or a single
+    row group holds more than ``events_per_partition`` events.
+    """
+    units: list[tuple[str, str, int, int, int]] = []  # (min, max, file, row group, rows)
+    for index, path in enumerate(files):
+        with reading(path, "read the Parquet footer"):
+            parquet = pq.ParquetFile(path)
+        arrow_schema = parquet.schema_arrow
+        if CUSTOMER_ID not in arrow_schema.names or arrow_schema.field(CUSTOMER_ID).type not in (
+                pa.string(), pa.large_string()):
+            return None
+        metadata = parquet.metadata
+        leaf = next((i for i in range(metadata.num_columns)
+                     if metadata.schema.column(i).path == CUSTOMER_ID), None)
+        if leaf is None:
+            return None
+        for group in range(metadata.num_row_groups):
+            rows = metadata.row_group(group).num_rows
+            if rows == 0:
+                continue
+            stats = metadata.row_group(group).column(leaf).statistics
+            if (stats is None or not stats.has_min_max or not stats.has_null_count or stats.null_count
+                    or rows > events_per_partition):
+                return None
+            low, high = stats.min, stats.max
+            if isinstance(low, bytes) or isinstance(high, bytes):
+                low, high = bytes(low).decode(), bytes(high).decode()
+            units.append((low, high, index, group, rows))
+    if not units:
+        return None
+    ordered = sorted(units)
+    for (_, high, *_), (low, *_) in zip(ordered, ordered[1:], strict=False):
+        if not high < low:  # str order = UTF-8 byte order = Parquet's order of string statistics
+            return None
+    partitions: list[tuple[int, list[int]]] = []
+    size = 0
+    for _, _, index, group, rows in units:  # file order, row-group order
+        if partitions and partitions[-1][0] == index and size + rows <= events_per_partition:
+            partitions[-1][1].append(group)
+            size += rows
+        else:
+            partitions.append((index, [group]))
+            size = rows
+    return partitions
+
+
+def read_partition(path: Path, row_groups: list[int], dataset: DatasetConfig) -> pa.Table:
+    """Row groups of one event file in the canonical schema (as :func:`spill_by_customer` would have spilled
+    them); an unreadable file raises :class:`~journey_model.core.files.FileReadError` naming ``path``."""
+    with reading(path, "read the event file"):
+        parquet = pq.ParquetFile(path)
+        present = [c for c in dataset.arrow_schema().names if c in parquet.schema_arrow.names]
+        table = parquet.read_row_groups(row_groups, columns=present)
+        return conform_table(table, dataset, source=str(path))

@@ -5,8 +5,14 @@ The local engine runs in two passes with memory bounded by one partition, not by
 
 1. **Spill.** Stream the canonical event parts in record batches and write every event into one of N
    partitions by a hash of its customer id, so that each customer's events end up in one partition.
-2. **Score.** For each partition: sort by customer, cut it into chunks of ``chunk_customers`` customers,
-   and score each chunk with the same code as the online API
+   Skipped when the input already is partitioned by customer (``partitioning="auto"``, the default): when the
+   customer-id ranges of the input's row groups (their Parquet statistics, read from the footers) do not
+   overlap, no customer spans two row groups, so consecutive row groups of one file, up to
+   ``events_per_partition`` events, are scored as partitions as they are (the report and manifest say
+   ``"partitioning": "input"`` instead of ``"spill"``; events after the cut-off are then counted per partition).
+   Scores agree with the spilled job's to float32 rounding (other customers share a batch, so other padding).
+2. **Score.** For each partition: sort by customer (no copy when it is sorted already), cut it into chunks of
+   ``chunk_customers`` customers, and score each chunk with the same code as the online API
    (:func:`score_events_table`: canonical events -> :func:`~journey_model.data.sequences.encode_examples` ->
    :meth:`Scorer.score_rows`, or :func:`journey_model.inference.explain.explain_rows` when top reasons are asked
    for). The partition's rows go to a hidden temporary file that is renamed to ``part-NNNNN.parquet`` when
@@ -59,7 +65,14 @@ from journey_model.core.pseudonyms import key_from_env, key_id, pseudonymise
 from journey_model.core.resources import peak_rss_mb
 from journey_model.core.settings import option
 from journey_model.data.eligibility import count_ineligible, ineligible_rule_column, merge_counts
-from journey_model.data.partitioning import event_files, partition_count, spill_by_customer, total_rows_of
+from journey_model.data.partitioning import (
+    customer_ranges,
+    event_files,
+    partition_count,
+    read_partition,
+    spill_by_customer,
+    total_rows_of,
+)
 from journey_model.data.schema import CUSTOMER_ID, TIMESTAMP, TIMESTAMP_TYPE, conform_table
 from journey_model.data.sequences import CUTOFF, encode_examples, timestamps_to_micros
 from journey_model.inference.explain import (
@@ -81,6 +94,10 @@ CUTOFF_NOW = "now"
 CUTOFF_LAST_EVENT = "last-event"
 ENGINES = ("local", "spark")
 MAX_DEFAULT_WORKERS = 8  # the default --workers: the usable cores, at most this many
+PARTITIONING_AUTO = "auto"
+PARTITIONING_SPILL = "spill"
+PARTITIONING_CHOICES = (PARTITIONING_AUTO, PARTITIONING_SPILL)
+INPUT_PARTITIONS = "input"  # the report's partitioning when the input's row groups were scored as they are
 
 
 def usable_cores() -> int:
@@ -119,6 +136,11 @@ class BatchScoringConfig:
     events_per_partition: int = option(2_000_000, "events per spill partition / Spark group; bounds memory and "
                                        "resume granularity [events]")
     batch_rows: int = option(500_000, "rows per record batch while spilling [rows]")
+    partitioning: str = option(
+        PARTITIONING_AUTO, "local engine: 'auto' scores the input's own row groups as partitions (no spill pass) "
+        "when their customer-id ranges (Parquet statistics) show that no customer spans two of them and none "
+        "holds more than events_per_partition events, else spills by customer hash; 'spill' always spills",
+        choices=PARTITIONING_CHOICES)
     engine: str = option("local", "local: streaming in this process; spark: applyInPandas on a Spark session",
                          choices=ENGINES)
     spark_master: str | None = option(None, "Spark master when no session runs; none = local[2]")
@@ -136,6 +158,8 @@ class BatchScoringConfig:
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise BatchScoringError(f"engine {self.engine!r}: expected one of {list(ENGINES)}")
+        if self.partitioning not in PARTITIONING_CHOICES:
+            raise BatchScoringError(f"partitioning {self.partitioning!r}: expected one of {list(PARTITIONING_CHOICES)}")
         if self.explain not in EXPLAIN_CHOICES:
             raise BatchScoringError(f"explain {self.explain!r}: expected one of {list(EXPLAIN_CHOICES)}")
         if self.explain == "none":
@@ -174,6 +198,9 @@ class BatchScoringReport:
     engine: str = "local"
     files: list[str] = field(default_factory=list)
     ineligible: dict[str, dict[str, int]] = field(default_factory=dict)  # outcome -> rule -> customers not scored
+    # how the local engine cut the input: "spill" (by customer hash) or "input" (the input's own row groups, no
+    # spill: no customer spans two of them); "spark" for the Spark engine's hash buckets
+    partitioning: str = "spill"
 
 
     def summary(self) -> str:
@@ -330,6 +357,7 @@ class _LocalJob:
         self.output = ResumableJob(config.out_dir, self.fingerprint, state_file=JOB_FILE, manifest_file=MANIFEST_FILE)
         self.out, self.work = self.output.out, self.output.work
         self.overwrite = overwrite
+        self.input_partitions: list[list[Any]] | None = None  # (file index, row groups) per partition, no spill
 
     def prepare_output(self) -> dict[str, Any]:
         """The job state to resume, a fresh one, or ``{"complete": manifest}`` when this same job finished here;
@@ -352,6 +380,18 @@ class _LocalJob:
         # "now" is fixed here, once: a resumed run scores at the same cut-off.
         return self.output.save_state({"cutoff_micros": resolve_cutoff(self.config.cutoff), "spilled": False})
 
+    def plan(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Pass 1: the input's own row groups as partitions when no customer spans two of them (see
+        :func:`~journey_model.data.partitioning.customer_ranges`; footers only, no spill), else :meth:`spill`."""
+        ranges = (customer_ranges(self.files, self.config.events_per_partition)
+                  if self.config.partitioning == PARTITIONING_AUTO else None)
+        if ranges is None:
+            return self.spill(state)
+        # events after the cut-off are counted as each partition is scored (in its done-marker's counts)
+        state.update(spilled=True, partitions=len(ranges), events=total_rows_of(self.files), events_after_cutoff=None,
+                     input_partitions=[[index, groups] for index, groups in ranges])
+        return self.output.save_state(state)
+
     def spill(self, state: dict[str, Any]) -> dict[str, Any]:
         """Pass 1: hash-partition every event by customer into the work folder."""
         total_rows = total_rows_of(self.files)
@@ -372,17 +412,29 @@ class _LocalJob:
         state.update(spilled=True, partitions=partitions, events=total_rows, events_after_cutoff=after_cutoff)
         return self.output.save_state(state)
 
+    def read_partition(self, partition: int) -> pa.Table | None:
+        """The events of one partition: its spill file, or its row groups of the input (None: no events)."""
+        if self.input_partitions is not None:
+            index, groups = self.input_partitions[partition]
+            events = read_partition(self.files[index], groups, self.dataset)
+            return events if self.key is None else _with_pseudonyms(self.key)(events)
+        spill_file = self.work / "spill" / f"part-{partition:05d}.parquet"
+        if not spill_file.exists():
+            return None
+        with reading(spill_file, "read the spilled events"):
+            return pq.read_table(spill_file)
+
     def score_partition(self, partition: int, cutoff: int | None, bar: tqdm | None = None) -> dict[str, Any]:
         """Pass 2 for one partition: score it chunk by chunk into a hidden file, publish it, mark it done."""
-        spill_file = self.work / "spill" / f"part-{partition:05d}.parquet"
         schema = output_schema(self.scorer, self.config.top_reasons)
-        written = skipped = 0
+        written = skipped = after_cutoff = 0
         ineligible: dict[str, dict[str, int]] = {}
         with (atomic_path(self.out / f"part-{partition:05d}.parquet") as temporary,
               pq.ParquetWriter(temporary, schema, compression="zstd") as writer):
-            if spill_file.exists():
-                with reading(spill_file, "read the spilled events"):
-                    events = pq.read_table(spill_file)
+            events = self.read_partition(partition)
+            if events is not None:
+                if self.input_partitions is not None and cutoff is not None:
+                    after_cutoff = int(np.count_nonzero(timestamps_to_micros(events.column(TIMESTAMP)) >= cutoff))
                 for chunk in _customer_chunks(events, self.config.chunk_customers):
                     try:
                         table, n_skipped = score_events_table(self.scorer, self.identity, chunk, cutoff,
@@ -396,14 +448,20 @@ class _LocalJob:
                     if bar is not None:
                         bar.update(table.num_rows + n_skipped)
         counts = {"customers": written, "skipped_no_history": skipped, "ineligible": ineligible}
+        if self.input_partitions is not None:
+            counts["events_after_cutoff"] = after_cutoff
         self.output.mark_done(partition, counts)
         return counts
 
     def _bad_partition(self, partition: int, chunk: pa.Table, error: BaseException) -> str:
         """Which input the events that broke scoring came from: the event files of the first customer of the
-        chunk (a partition mixes customers of every file), found by re-reading only that customer."""
+        chunk (a spill partition mixes customers of every file), found by re-reading only that customer; an
+        input partition's own file."""
         first = chunk.column(CUSTOMER_ID)[0].as_py()
-        files = [str(path) for path in self.files if self._holds_customer(path, first)] or [str(self.config.events_dir)]
+        if self.input_partitions is not None:  # one input file holds the whole partition
+            files = [str(self.files[self.input_partitions[partition][0]])]
+        else:
+            files = [str(path) for path in self.files if self._holds_customer(path, first)] or [str(self.config.events_dir)]
         where = ", ".join(files[:3]) + (" ..." if len(files) > 3 else "")
         return (read_error_message(where, error, f"score partition {partition} (customers from {first!r} on)")
                 + "; no part was written for it")
@@ -422,8 +480,11 @@ def _customer_chunks(events: pa.Table, chunk_customers: int) -> Iterator[pa.Tabl
     """Slices of ``events`` holding whole customers, at most ``chunk_customers`` each."""
     if events.num_rows == 0:
         return
-    events = events.take(pc.sort_indices(events, sort_keys=[(CUSTOMER_ID, "ascending")]))
-    ids = events.column(CUSTOMER_ID).combine_chunks()
+    ids = events.column(CUSTOMER_ID)
+    order = pc.sort_indices(ids)  # stable: a customer's events keep their order
+    if not np.array_equal(order.to_numpy(), np.arange(events.num_rows)):  # input sorted by customer: no copy
+        events, ids = events.take(order), ids.take(order)
+    ids = ids.combine_chunks()
     changes = pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1)).to_numpy(zero_copy_only=False)
     starts = np.concatenate([[0], np.flatnonzero(changes) + 1, [events.num_rows]])
     for first in range(0, len(starts) - 1, chunk_customers):
@@ -522,15 +583,17 @@ def _score_local(config: BatchScoringConfig, overwrite: bool, opener: ModelOpene
         return BatchScoringReport(**{k: v for k, v in state["complete"].items()
                                      if k in BatchScoringReport.__dataclass_fields__})
     if not state.get("spilled"):
-        state = job.spill(state)
+        state = job.plan(state)
+    job.input_partitions = state.get("input_partitions")
     cutoff = state["cutoff_micros"]
-    customers = skipped = resumed = 0
+    customers = skipped = resumed = after_cutoff = 0
     ineligible: dict[str, dict[str, int]] = {}
 
     def add(counts: dict[str, Any]) -> None:
-        nonlocal customers, skipped
+        nonlocal customers, skipped, after_cutoff
         customers += counts["customers"]
         skipped += counts["skipped_no_history"]
+        after_cutoff += counts.get("events_after_cutoff", 0)
         merge_counts(ineligible, counts.get("ineligible", {}))
 
     todo = []
@@ -551,9 +614,11 @@ def _score_local(config: BatchScoringConfig, overwrite: bool, opener: ModelOpene
         out_dir=str(job.out), model_name=identity.name, model_version=identity.version,
         cutoff=CUTOFF_LAST_EVENT if cutoff is None else str(np.datetime64(cutoff, "us")) + "Z",
         customers=customers, skipped_no_history=skipped, events=state["events"],
-        events_after_cutoff=state["events_after_cutoff"], partitions=state["partitions"], resumed_partitions=resumed,
+        events_after_cutoff=after_cutoff if state["events_after_cutoff"] is None else state["events_after_cutoff"],
+        partitions=state["partitions"], resumed_partitions=resumed,
         seconds=seconds, customers_per_second=customers / seconds if seconds else 0.0,
-        peak_rss_mb=peak_rss_mb() + workers_peak, files=[f"part-{p:05d}.parquet" for p in range(state["partitions"])], ineligible=ineligible,
+        peak_rss_mb=peak_rss_mb() + workers_peak, files=[f"part-{p:05d}.parquet" for p in range(state["partitions"])],
+        ineligible=ineligible, partitioning=PARTITIONING_SPILL if job.input_partitions is None else INPUT_PARTITIONS,
     )
     job.output.finish({**asdict(report), "config": asdict(config), "model_uri": identity.uri,
                        "artifact_hash": identity.artifact_hash,
@@ -701,7 +766,7 @@ def score_spark(config: BatchScoringConfig, *, overwrite: bool = False, spark: A
         customers=customers, skipped_no_history=all_customers - customers, events=total_events,
         events_after_cutoff=after, partitions=buckets, resumed_partitions=0, seconds=seconds,
         customers_per_second=customers / seconds if seconds else 0.0, peak_rss_mb=peak_rss_mb(), engine="spark",
-        ineligible=ineligible,
+        ineligible=ineligible, partitioning="spark",
     )
     if out is not None:
         write_json_atomic(out / MANIFEST_FILE, {**asdict(report), "config": asdict(config), "model_uri": identity.uri,
