@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_models import SPEC, random_batch, widen
 
 from journey_model.models import build_model
 from journey_model.models.registry import supported_tasks
 from journey_model.models.seq2seq import RNNDecoder, RNNEncoder
 from journey_model.models.tasks import Task
-from test_models import SPEC, random_batch, widen
 
 torch.set_num_threads(1)
 
