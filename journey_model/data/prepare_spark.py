@@ -78,17 +78,22 @@ def _pyspark() -> tuple[Any, Any]:
 
 
 def spark_session(config: PrepareConfig, spark: Any = None, progress: bool = True) -> Any:
-    """``spark``, the running session, or a new one (on spark-submit's master, else ``config.spark_master`` or
-    ``local[2]``; Spark's progress bars only with ``progress``), with the UTC session time zone (event times
-    reach Arrow unshifted), as `journey score` does."""
+    """The session `journey prepare --engine spark` runs on (:func:`open_session`)."""
+    return open_session("journey-prepare", config.spark_master, spark, progress)
+
+
+def open_session(app: str, master: str | None, spark: Any = None, progress: bool = True) -> Any:
+    """``spark``, the running session, or a new one (on spark-submit's master, else ``master`` or ``local[2]``;
+    Spark's progress bars only with ``progress``), with the UTC session time zone (event times reach Arrow and
+    pandas unshifted). `journey prepare` and `journey score` both start their sessions here."""
     SparkSession, _ = _pyspark()
     spark = spark or SparkSession.getActiveSession()
     if spark is None:
-        builder = (SparkSession.builder.appName("journey-prepare").config("spark.sql.session.timeZone", "UTC")
+        builder = (SparkSession.builder.appName(app).config("spark.sql.session.timeZone", "UTC")
                    .config("spark.ui.showConsoleProgress", str(progress).lower()))
         submitted = "PYSPARK_GATEWAY_PORT" in os.environ  # launched by spark-submit: its --master applies
-        if config.spark_master or not submitted:
-            builder = builder.master(config.spark_master or "local[2]")
+        if master or not submitted:
+            builder = builder.master(master or "local[2]")
         if not submitted:
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # executors run this interpreter's packages
         spark = builder.getOrCreate()
@@ -297,4 +302,4 @@ def prepare_spark(config: PrepareConfig, *, overwrite: bool = False, progress: b
     return finish(job, preprocessor, counts, all_stats.events, buckets, started)
 
 
-__all__ = ["prepare_spark", "spark_session"]
+__all__ = ["open_session", "prepare_spark", "spark_session"]

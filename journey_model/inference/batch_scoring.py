@@ -39,7 +39,6 @@ import math
 import multiprocessing
 import os
 import shutil
-import sys
 import tempfile
 import threading
 import time
@@ -73,6 +72,7 @@ from journey_model.data.partitioning import (
     spill_by_customer,
     total_rows_of,
 )
+from journey_model.data.prepare_spark import open_session
 from journey_model.data.schema import CUSTOMER_ID, TIMESTAMP, TIMESTAMP_TYPE, conform_table
 from journey_model.data.sequences import CUTOFF, encode_examples, timestamps_to_micros
 from journey_model.inference.explain import (
@@ -697,7 +697,6 @@ def score_spark(config: BatchScoringConfig, *, overwrite: bool = False, spark: A
     or on ``config.spark_master`` (default ``local[2]``). The session time zone is set to UTC so that event
     times reach pandas unshifted, and timestamps are written as TIMESTAMP_MICROS (UTC), not INT96.
     """
-    from pyspark.sql import SparkSession
     from pyspark.sql import functions as F
 
     started = time.perf_counter()
@@ -707,16 +706,7 @@ def score_spark(config: BatchScoringConfig, *, overwrite: bool = False, spark: A
     scorer, identity = opener(config.model)
     cutoff = resolve_cutoff(config.cutoff)
     schema = output_schema(scorer, config.top_reasons)
-    spark = spark or SparkSession.getActiveSession()
-    if spark is None:
-        builder = SparkSession.builder.appName("journey-score").config("spark.sql.session.timeZone", "UTC")
-        submitted = "PYSPARK_GATEWAY_PORT" in os.environ  # launched by spark-submit: its --master applies
-        if config.spark_master or not submitted:
-            builder = builder.master(config.spark_master or "local[2]")
-        if not submitted:
-            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # executors run this interpreter's packages
-        spark = builder.getOrCreate()
-    spark.conf.set("spark.sql.session.timeZone", "UTC")
+    spark = open_session("journey-score", config.spark_master, spark, config.progress)
     spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")  # read back as UTC, not INT96
 
     staging = Path(tempfile.mkdtemp(prefix="journey-bundle-"))
