@@ -38,9 +38,21 @@ import psutil
 BENCH_MODEL_STEPS = 20  # training batches of the benchmark model
 
 
-def build_model(workdir: Path) -> Path:
-    """ATRank (default size) trained for a few batches on 2,000 synthetic customers; returns the bundle."""
-    bundle = workdir / "model" / "bundle"
+ARCHITECTURES = {
+    "default": {},  # today's ATRank default
+    # the one-block ATRank of the reference's sizes that was the default before the time-aware blocks
+    # (and that scored the Spark 1M run in benchmarks/results/batch_scoring_1m_spark.json)
+    "one-block": {"field_dim": 64, "hidden_size": 128, "num_heads": 8, "num_blocks": 1, "dropout": 0.0,
+                  "positional_encoding": "none", "ffn_ratio": 0.25, "time_encoding": "bucket",
+                  "relative_time": "none", "norm_first": False, "activation": "relu",
+                  "output_projection": False, "residual_dropout": False},
+}
+
+
+def build_model(workdir: Path, architecture: str = "default") -> Path:
+    """ATRank (``architecture``) trained for a few batches on 2,000 synthetic customers; returns the bundle."""
+    root = workdir / ("model" if architecture == "default" else f"model-{architecture}")
+    bundle = root / "bundle"
     if (bundle / "bundle.json").exists():
         return bundle
     from journey_model.data.prepare import PrepareConfig, prepare
@@ -49,11 +61,11 @@ def build_model(workdir: Path) -> Path:
     from journey_model.inference.scorer import Scorer
     from journey_model.training.train import TrainConfig, train
 
-    root = workdir / "model"
     generate(root / "synth", customers=2000, seed=1, progress=False)
     prepare(PrepareConfig(events_dir=str(root / "synth"), out_dir=str(root / "prepared"), cutoff_strategy="labels",
                           label_horizon_days=30), progress=False)
     result = train(TrainConfig(data_dir=str(root / "prepared"), model="atrank", max_epochs=1,
+                               model_overrides=ARCHITECTURES[architecture],
                                limit_train_batches=BENCH_MODEL_STEPS, progress=False, output_dir=str(root / "runs")))
     Scorer(result.module.model, Preprocessor.load(root / "prepared")).save(bundle)
     return bundle
@@ -162,6 +174,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000", help="customers per run, comma-separated")
     parser.add_argument("--workdir", default="work/bench_batch_scoring", help="synthetic data and outputs")
     parser.add_argument("--model", help="a model bundle or MLflow URI (default: build the benchmark model)")
+    parser.add_argument("--architecture", choices=sorted(ARCHITECTURES), default="default",
+                        help="the benchmark model's ATRank architecture when --model is not given (default: today's "
+                             "default; one-block: the earlier one-block ATRank of the Spark 1M run)")
     parser.add_argument("--no-reasons-too", action="store_true", help="also score each size without reasons")
     parser.add_argument("--max-minutes", type=float, default=10.0,
                         help="extrapolate sizes whose estimated scoring time is longer (default: %(default)s)")
@@ -182,7 +197,7 @@ def main() -> None:
 
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    model = Path(args.model) if args.model else build_model(workdir)
+    model = Path(args.model) if args.model else build_model(workdir, args.architecture)
     results = []
     variants = [3, 0] if args.no_reasons_too else [3]
     worker_counts = [int(w) for w in args.workers.split(",")]

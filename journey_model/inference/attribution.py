@@ -139,6 +139,11 @@ def available_methods(target: Scorer | JourneyModel) -> dict[str, str | None]:
         f"{METHOD_OCCLUSION!r}")
     gradients = None if embedding_modules(model) and model.trainable else (
         f"model {model.model_name!r} has no event embedding to integrate gradients over; use {METHOD_OCCLUSION!r}")
+    if gradients is None and isinstance(model, ATRank) and getattr(model.config, "norm_first", False):
+        gradients = (
+            f"model {model.model_name!r} ends its pre-norm blocks in a LayerNorm, so scaling every event embedding "
+            f"together (the integrated-gradients path) barely moves its output; the rankings it gives are unreliable "
+            f"(the planted event first in 0.14 to 0.98 of journeys, by outcome and training); use {METHOD_OCCLUSION!r}")
     return {METHOD_ATTENTION: attention, METHOD_ROLLOUT: rollout, METHOD_INTEGRATED_GRADIENTS: gradients,
             METHOD_OCCLUSION: None}
 
@@ -147,8 +152,8 @@ def attention_reads_events(model: JourneyModel) -> bool:
     """True when the task query's attention weights are weights of the input events themselves: ATRank as the
     reference builds it (one block, no time bias between events). In Journey's default ATRank (two pre-norm
     blocks, a relative-time bias) the states the task query reads already mix many events: on planted journeys
-    its weights put the planted complaint first in none where occlusion did in all (and integrated gradients in
-    two thirds; tests/unit/test_attribution.py), so such a model is explained by occlusion."""
+    its weights put the planted complaint first in none where occlusion did in all (tests/unit/test_attribution.py;
+    integrated gradients are refused for it, see :func:`available_methods`), so it is explained by occlusion."""
     config = getattr(model, "config", None)
     return not (getattr(config, "num_blocks", 1) > 1 or getattr(config, "relative_time", "none") != "none")
 

@@ -64,6 +64,7 @@ class ATRankConfig(SequenceModelConfig):
     max_positions: int = 512  # longest sequence a learned positional table covers, in behaviours
     causal: bool = False  # each behaviour attends only to itself and earlier ones
     time_encoding: str = "continuous"  # "bucket": log2 days to the cut-off (reference); "continuous": seconds, log
+    time_trend_scale: float = 8.0  # continuous time's trend term reads log(1 + minutes) / this (1 at ~2 days)
     relative_time: str = "content"  # signed time between behaviours: "none" (reference), "bias" (per head) or
     # "content" (bias + TiSASRec relative-time key and value embeddings)
     norm_first: bool = True  # pre-norm blocks (+ a final LayerNorm); False = post-norm (reference)
@@ -74,6 +75,7 @@ class ATRankConfig(SequenceModelConfig):
     # Fields a model saved before they existed did not have; such a model was built with these values.
     SAVED_BEFORE: ClassVar[dict[str, object]] = {
         "ffn_ratio": 0.25, "time_encoding": "bucket", "relative_time": "none", "norm_first": False,
+        "time_trend_scale": 1.0,
         "activation": "relu", "output_projection": False, "residual_dropout": False,
     }
 
@@ -121,7 +123,8 @@ class ATRankEncoder(nn.Module):
         super().__init__()
         self.config = config
         H = config.hidden_size
-        self.embedding = BehaviourEmbedding(spec, config.field_dim, H, config.embedding_init, config.time_encoding)
+        self.embedding = BehaviourEmbedding(spec, config.field_dim, H, config.embedding_init, config.time_encoding,
+                                            config.time_trend_scale)
         self.positions = PositionalEncoding(config.positional_encoding, H, config.max_positions)
         self.blocks = nn.ModuleList(
             AttentionBlock(

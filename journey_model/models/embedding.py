@@ -42,7 +42,8 @@ class BehaviourEmbedding(nn.Module):
     """(B, T) ids and numeric features of a :class:`SequenceBatch` -> (B, T, H), zero at padding."""
 
     def __init__(
-        self, spec: FeatureSpec, field_dim: int, hidden_size: int, init: str = "glorot", time_encoding: str = "bucket"
+        self, spec: FeatureSpec, field_dim: int, hidden_size: int, init: str = "glorot", time_encoding: str = "bucket",
+        time_trend_scale: float = 8.0,
     ):
         super().__init__()
         if time_encoding not in TIME_ENCODINGS:
@@ -57,7 +58,7 @@ class BehaviourEmbedding(nn.Module):
         self.event_type = nn.Embedding(spec.event_type_vocab_size, field_dim, padding_idx=0)
         self.time_bucket = nn.Embedding(spec.num_time_buckets, field_dim, padding_idx=0)
         # continuous: the gap at the data's own resolution (seconds), on a log scale, through Time2Vec
-        self.continuous_time = ContinuousTime(field_dim) if time_encoding == "continuous" else None
+        self.continuous_time = ContinuousTime(field_dim, trend_scale=time_trend_scale) if time_encoding == "continuous" else None
         self.categorical = nn.ModuleDict(
             {name: nn.Embedding(size, field_dim, padding_idx=0) for name, size in spec.categorical_vocab_sizes.items()}
         )
@@ -154,8 +155,11 @@ class ContinuousTime(nn.Module):
     resolution (minutes for sessions, days for fees) with no bucket edges to choose.
     """
 
-    def __init__(self, field_dim: int, frequencies: int = 16):
+    def __init__(self, field_dim: int, frequencies: int = 16, trend_scale: float = 8.0):
         super().__init__()
+        # The trend term reads log-minutes / trend_scale (about 1 at two days): fed the raw 0..16 it is badly
+        # conditioned, and at Adam's larger steps a two-block ATRank stopped learning a planted signal at all.
+        self.trend_scale = trend_scale
         self.linear = nn.Linear(1, 1)  # the trend term
         self.periodic = nn.Linear(1, frequencies)  # sin(w t + phi)
         with torch.no_grad():  # periods from ~2 to ~60 log-minute units: fine near now, coarse far back
@@ -165,7 +169,7 @@ class ContinuousTime(nn.Module):
 
     def forward(self, gap_seconds: torch.Tensor) -> torch.Tensor:
         t = log_minutes(gap_seconds)[..., None].float()  # (.., 1)
-        code = torch.cat([self.linear(t), torch.sin(self.periodic(t))], dim=-1)
+        code = torch.cat([self.linear(t / self.trend_scale), torch.sin(self.periodic(t))], dim=-1)
         return self.projection(code)
 
 

@@ -136,18 +136,15 @@ def test_deep_atrank_is_explained_by_occlusion_the_reference_by_its_attention(pl
     assert default_method(planted_models["atrank-reference"]) == METHOD_ATTENTION
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param("atrank", marks=pytest.mark.xfail(
-        reason="open (issue 13 note): since the last change to RelativeTime scoring the tiny default ATRank trained "
-        "for 150 steps here puts the planted complaint first in 0.14 of journeys by occlusion (1.0 before); "
-        "to be investigated, not hidden", strict=False)),
-    "atrank-reference", "gru-bahdanau", "bag"])
+@pytest.mark.parametrize("name", ["atrank", "atrank-reference", "gru-bahdanau", "bag"])
 def test_each_method_puts_the_planted_event_first_far_more_often_than_chance(planted_models, planted_test, name):
     model = planted_models[name]
     examples, planted = planted_test
     batch = collate(examples)
     usable = [m for m, why in available_methods(model).items() if why is None]
-    assert METHOD_OCCLUSION in usable and METHOD_INTEGRATED_GRADIENTS in usable
+    assert METHOD_OCCLUSION in usable
+    # pre-norm ATRank: integrated gradients are refused (test_integrated_gradients_are_refused_for_pre_norm_atrank)
+    assert (METHOD_INTEGRATED_GRADIENTS in usable) == (name != "atrank")
     for method in usable:
         attributions, _ = attribute_batch(model, batch, method)
         for outcome in ("churn", "default"):
@@ -172,8 +169,20 @@ def test_each_method_puts_the_planted_event_first_far_more_often_than_chance(pla
                 assert np.mean([attributions.of(task, b)[planted[b][outcome]] > 0 for b in rows]) > 0.8
 
 
-def test_integrated_gradients_match_captum(planted_models, planted_test):
+def test_integrated_gradients_are_refused_for_pre_norm_atrank(planted_models, planted_test):
+    """The default ATRank's output is nearly blind to the scale of all embeddings together (pre-norm blocks and a
+    final LayerNorm), which is the path integrated gradients walk: on the planted journeys their ranking put the
+    missed payment first in 0.14 of cases after 150 steps and 0.68 after 60, where occlusion did in all. Journey
+    refuses the method for such a model, with the reason, instead of returning reasons that are wrong."""
     model = planted_models["atrank"]
+    why = available_methods(model)[METHOD_INTEGRATED_GRADIENTS]
+    assert why is not None and "pre-norm" in why and METHOD_OCCLUSION in why
+    with pytest.raises(AttributionUnavailableError, match="pre-norm"):
+        attribute_batch(model, collate(planted_test[0][:2]), METHOD_INTEGRATED_GRADIENTS)
+
+
+def test_integrated_gradients_match_captum(planted_models, planted_test):
+    model = planted_models["atrank-reference"]
     batch = collate(planted_test[0][:6])
     steps = 8
     ours, _ = attribute_batch(model, batch, METHOD_INTEGRATED_GRADIENTS, config=AttributionConfig(ig_steps=steps))
@@ -215,9 +224,11 @@ def test_integrated_gradients_are_complete_for_a_recurrent_model(planted_models,
 # ---------------------------------------------------------------------------------------------- invariances
 
 
-@pytest.mark.parametrize("method", [METHOD_ATTENTION, METHOD_ROLLOUT, METHOD_INTEGRATED_GRADIENTS, METHOD_OCCLUSION])
-def test_padding_changes_nothing(planted_models, planted_test, method):
-    model = planted_models["atrank"]
+@pytest.mark.parametrize(("name", "method"), [("atrank", METHOD_ATTENTION), ("atrank", METHOD_ROLLOUT),
+                                              ("atrank-reference", METHOD_INTEGRATED_GRADIENTS),
+                                              ("atrank", METHOD_OCCLUSION)])
+def test_padding_changes_nothing(planted_models, planted_test, name, method):
+    model = planted_models[name]
     examples = planted_test[0]
     short = min(range(len(examples)), key=lambda i: len(examples[i]["event_type"]))
     long = max(range(len(examples)), key=lambda i: len(examples[i]["event_type"]))
