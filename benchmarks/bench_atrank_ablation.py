@@ -66,6 +66,14 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "lstm-luong": ("lstm-luong", {}),
     "gru-attn": ("gru-attn", {}),
     "bag": ("bag", {}),
+    # schedule levers: the default architecture trained with another schedule (TRAINING below)
+    "+ warm-up and cosine decay": ("atrank", {}),
+    "+ warm-up, cosine decay, lr 3e-3": ("atrank", {}),
+}
+# variant -> TrainConfig fields other than the trainer's defaults (Adam 1e-3, constant, clip 5)
+TRAINING: dict[str, dict] = {
+    "+ warm-up and cosine decay": {"lr_schedule": "cosine", "warmup_steps": 300},
+    "+ warm-up, cosine decay, lr 3e-3": {"lr_schedule": "cosine", "warmup_steps": 300, "learning_rate": 3e-3},
 }
 
 
@@ -123,13 +131,14 @@ def outcome_aucs(scores: pd.DataFrame) -> dict[str, float]:
 
 
 def run_one(prepared: Path, truth: pd.DataFrame, model: str, overrides: dict, seed: int, epochs: int,
-            work: Path) -> dict:
+            work: Path, training: dict | None = None) -> dict:
     load = os.getloadavg()[0]
     started = time.perf_counter()
     result = train(TrainConfig(data_dir=str(prepared), model=model, tasks=["outcome"], max_epochs=epochs,
                                patience=3, progress=False, track=False, seed=seed, threads=1,
                                output_dir=str(work / "runs"),
-                               model_overrides={} if model == "bag" else {**WIDTH, **overrides}))
+                               model_overrides={} if model == "bag" else {**WIDTH, **overrides},
+                               **(training or {})))
     seconds = time.perf_counter() - started
     scorer = Scorer(result.module.model, Preprocessor.load(prepared))  # type: ignore[union-attr]
     scores = test_scores(scorer, prepared)
@@ -193,7 +202,7 @@ def main() -> None:
             continue
         model, overrides = VARIANTS[variant]
         row = {"variant": variant, "model": model, "seed": seed,
-               **run_one(prepared, truth, model, overrides, seed, args.epochs, work)}
+               **run_one(prepared, truth, model, overrides, seed, args.epochs, work, TRAINING.get(variant))}
         rows.append(row)
         print(json.dumps(row), flush=True)
     rows.sort(key=lambda r: (list(VARIANTS).index(r["variant"]), r["seed"]))

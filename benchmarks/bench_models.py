@@ -28,6 +28,15 @@ Commands (2 shared CPU cores; the synthetic part takes roughly 25 minutes with t
     nohup .venv/bin/python benchmarks/bench_models.py taobao > work/bench_models_taobao.log 2>&1 &
     .venv/bin/python benchmarks/bench_models.py synth --customers 600 --epochs 1 --models atrank bag  # smoke
 
+``--seeds 0,1,2`` runs every model once per seed on data drawn once and writes
+``models_<data>_<task>_seeds.json`` (every seed's rows, mean ± std per model). ``synth-sessions`` is the sub-day
+rhythm task: the synthetic bank with every-event cut-offs (20 per customer, customer split), next behaviour,
+where what comes next depends on the last minutes (a browsing session, a payment's follow-ups) as well as on
+the last months::
+
+    nohup .venv/bin/python benchmarks/bench_models.py synth-sessions --customers 2000 --seeds 0,1,2 > work/sessions.log 2>&1 &
+    nohup .venv/bin/python benchmarks/bench_models.py taobao --seeds 0,1,2 > work/taobao_seeds.log 2>&1 &
+
 Options: ``--customers`` (synthetic customers), ``--epochs`` (the same ``max_epochs`` for every model),
 ``--models`` (default: all), ``--tasks``, ``--workdir`` (data and checkpoints; default a temporary folder,
 deleted at the end), ``--results`` (default ``benchmarks/results``), ``--threads`` (torch CPU threads,
@@ -165,6 +174,23 @@ def prepare_synth(workdir: Path, customers: int, seed: int = 0) -> Path:
     return prepared
 
 
+def prepare_synth_sessions(workdir: Path, customers: int, seed: int = 0) -> Path:
+    """Synthetic bank events -> every-event next-behaviour examples (the 20 most recent cut-offs per customer,
+    customer split): the next event depends on the last minutes (browsing sessions, a card payment's
+    follow-ups) as much as on the last months — the sub-day rhythm task. The prepared dir."""
+    events_dir, prepared = workdir / "synth_sessions", workdir / "synth_sessions_prepared"
+    began = time.perf_counter()
+    print(generate(events_dir, customers=customers, seed=seed, progress=False).summary(), flush=True)
+    report = prepare(PrepareConfig(
+        events_dir=str(events_dir), out_dir=str(prepared), cutoff_strategy="every-event",
+        max_examples_per_customer=20, split="customer", val_fraction=0.1, test_fraction=0.2,
+        preprocessing=PreprocessingConfig(max_len=100),
+    ), overwrite=True, progress=False)
+    print(report.summary(), flush=True)
+    print(f"data ready in {time.perf_counter() - began:.0f} s", flush=True)
+    return prepared
+
+
 def prepare_taobao(workdir: Path, csv: Path = TAOBAO_CSV) -> Path:
     """Taobao CSV -> canonical events -> every-event next-behaviour examples (time split); the prepared dir."""
     events_dir, prepared = workdir / "taobao", workdir / "taobao_prepared"
@@ -226,9 +252,61 @@ def bench_taobao(workdir: Path, results_dir: Path, settings: BenchSettings, mode
     return comparisons
 
 
+SESSIONS_MODELS = ["atrank", "atrank-reference", "gru", "lstm-luong", "gru-bahdanau", "markov", "most-frequent"]
+
+
+def summarise_seeds(per_seed: dict[int, Comparison], metric_keys: list[str]) -> dict[str, dict[str, list[float]]]:
+    """model -> metric -> [mean, std] over the seeds (skipped rows left out)."""
+    import numpy as np
+
+    summary: dict[str, dict[str, list[float]]] = {}
+    for comparison in per_seed.values():
+        for row in comparison.rows:
+            if row.skipped:
+                continue
+            for key in [*metric_keys, "seconds"]:
+                value = row.seconds if key == "seconds" else row.metrics.get(key)
+                if value is not None:
+                    summary.setdefault(row.model, {}).setdefault(key, []).append(float(value))
+    return {model: {k: [float(np.mean(v)), float(np.std(v)), len(v)] for k, v in metrics.items()}
+            for model, metrics in summary.items()}
+
+
+def bench_seeds(name: str, prepared_of, results_dir: Path, settings: BenchSettings, seeds: list[int],  # noqa: ANN001
+                models: list[str], tasks: list[str], workdir: Path) -> dict:
+    """Every task and model once per seed (data drawn once, the seed sets order and initialisation); writes
+    ``models_<name>_<task>_seeds.json`` with every seed's rows and mean ± std per model."""
+    from dataclasses import asdict, replace
+
+    began = time.perf_counter()
+    prepared = prepared_of(workdir)
+    record: dict = {"data": name, "settings": settings.__dict__, "seeds": seeds, "models": models, "tasks": {}}
+    for task in tasks:
+        per_seed = {seed: run_task(prepared, task, models, replace(settings, seed=seed), workdir / f"runs_{seed}")
+                    for seed in seeds}
+        summary = summarise_seeds(per_seed, METRIC_KEYS[task])
+        lines = [f"{'model':<18}" + "".join(f"{k:>20}" for k in METRIC_KEYS[task] if any(k in m for m in
+                                                                                          summary.values()))]
+        for model, metrics in summary.items():
+            lines.append(f"{model:<18}" + "".join(f"{metrics[k][0]:>12.3f} ± {metrics[k][1]:.3f}"
+                                                  for k in METRIC_KEYS[task] if k in metrics))
+        table = "\n".join(lines)
+        print(f"\n{name} {task}, {len(seeds)} seeds (mean ± std):\n{table}", flush=True)
+        record["tasks"][task] = {"summary": summary, "table": table,
+                                 "rows": {str(seed): [asdict(r) for r in c.rows] for seed, c in per_seed.items()}}
+        record["wall_seconds"] = round(time.perf_counter() - began, 1)
+        record["load_average"] = os.getloadavg()
+        out = results_dir / f"models_{name}_{task}_seeds.json"
+        _write_atomic(out, lambda tmp, data=dict(record): tmp.write_text(json.dumps(data, indent=1)))
+        print(f"wrote {out}", flush=True)
+    return record
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("data", choices=["synth", "taobao", "all"], help="which benchmark to run")
+    parser.add_argument("data", choices=["synth", "taobao", "all", "synth-sessions"],
+                        help="which benchmark to run (synth-sessions: every-event next behaviour on the synthetic "
+                             "bank, the sub-day rhythm task; always with --seeds)")
     parser.add_argument("--customers", type=int, default=6000, help="synthetic customers (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=8, help="max_epochs for every model (default: %(default)s)")
     parser.add_argument("--patience", type=int, default=3, help="early-stopping patience (default: %(default)s)")
@@ -238,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
                         "next_event next_item for taobao)")
     parser.add_argument("--workdir", type=Path, help="data and checkpoints (default: a temporary folder)")
     parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="output folder (default: %(default)s)")
+    parser.add_argument("--seeds", help="comma-separated seeds: run every model once per seed and write "
+                        "models_<data>_<task>_seeds.json with mean ± std (default: one run, seed 0)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads; 1 is far faster on a busy shared CPU (default: %(default)s)")
     args = parser.parse_args(argv)
@@ -247,6 +327,22 @@ def main(argv: list[str] | None = None) -> int:
     settings = BenchSettings(max_epochs=args.epochs, patience=args.patience)
     with tempfile.TemporaryDirectory(prefix="bench_models_") as scratch:
         workdir = args.workdir or Path(scratch)
+        if args.seeds or args.data == "synth-sessions":
+            seeds = [int(s) for s in (args.seeds or "0,1,2").split(",")]
+            preparers = {
+                "synth": (lambda w: prepare_synth(w, args.customers), ["outcome", "next_event"], list_models()),
+                "synth-sessions": (lambda w: prepare_synth_sessions(w, args.customers), ["next_event"],
+                                   SESSIONS_MODELS),
+                "taobao": (prepare_taobao, ["next_event", "next_item"], TAOBAO_MODELS),
+            }
+            for name in (["synth", "taobao"] if args.data == "all" else [args.data]):
+                if name == "taobao" and not TAOBAO_CSV.exists():
+                    print(f"taobao: {TAOBAO_CSV} is absent; skipping the real-data benchmark")
+                    continue
+                prepared_of, tasks, models = preparers[name]
+                bench_seeds(name.replace("-", "_"), prepared_of, args.results, settings, seeds,
+                            args.models or models, args.tasks or tasks, workdir)
+            return 0
         if args.data in ("synth", "all"):
             bench_synth(workdir, args.results, args.customers, settings, args.models, args.tasks)
         if args.data in ("taobao", "all"):
