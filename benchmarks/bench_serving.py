@@ -11,7 +11,7 @@ of 50 and 500 events, and served throughput against raw forward throughput at th
    second of wall time. The server's ``/metadata`` batching counters give the mean batch (customers per
    forward pass) of that run.
 4. Raw forward throughput: :meth:`Scorer.forward` on already-encoded examples at that mean batch size in
-   this process (no HTTP, no parsing, no encoding). Ratio = served / raw.
+   this process (no HTTP, no parsing, no encoding), one torch thread. Ratio = served / raw.
 
 ``--forms rows,columns`` sends each customer's events as rows (a list of events) and/or in the columnar form
 (one array per field); ``--workers`` sets the server's worker processes. Every result records the 1-minute
@@ -20,6 +20,19 @@ processes used per customer (``server_cpu_ms_per_customer``), which that other w
 wall-clock throughput. First, in this process, the CPU cost of the request checks alone per one-customer
 request (JSON body -> canonical events) by the pydantic path and the bulk path (``--checks-only``: just that).
 
+``--customers-per-request N`` makes every request carry N customers (throughput and server CPU are per
+customer). ``--service`` measures several services side by side, all started first and each setting run on
+each in turn: ``journey`` (this checkout's serving/), ``before`` (``--baseline``'s copy of serving/),
+``NAME=DIR`` (serving/ from folder DIR, e.g. a variant), ``floor`` (``benchmarks/serving_floor.py``: BentoML
+with the same settings, no model, a constant answer: the per-request ceiling of any one-customer /predict;
+``--floor`` adds it) and ``split`` (``benchmarks/serving_split``: BentoML's batchable model service behind a
+validating front service). The floor has no batch of its own: its ratio is taken against the raw forward at the
+mean batch a model service reached in the same setting. ``--py-spy`` records each worker during each setting
+and stores the self-time shares by module; ``--append`` adds the run to the ``--out`` file's ``runs``.
+
+    .venv/bin/python benchmarks/bench_serving.py --events 100 --clients 8,64 --service journey,floor,split \
+        --out benchmarks/results/serving_overhead.json --append
+
 The clients (one asyncio loop) run on the same machine as the server, so they take CPU from it.
 """
 
@@ -27,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -69,13 +83,15 @@ def columnar(payload: dict) -> dict:
     return {**payload, "events": {name: [event.get(name) for event in payload["events"]] for name in names}}
 
 
-async def load(url: str, payloads: list[dict], clients: int, seconds: float) -> dict:
-    """``clients`` concurrent clients, one customer per request, back to back for ``seconds``."""
+async def load(url: str, payloads: list[dict], clients: int, seconds: float, per_request: int = 1) -> dict:
+    """``clients`` concurrent clients, ``per_request`` customers per request, back to back for ``seconds``."""
     import aiohttp
 
-    bodies = [json.dumps({"customers": [p]}).encode() for p in payloads]
+    bodies = [json.dumps({"customers": [payloads[(i + k) % len(payloads)] for k in range(per_request)]}).encode()
+              for i in range(0, len(payloads) * per_request, per_request)]
     latencies: list[float] = []
     errors = 0
+    statuses: dict[int, int] = {}
     deadline = time.perf_counter() + seconds
     connector = aiohttp.TCPConnector(limit=clients)
     async with aiohttp.ClientSession(connector=connector, headers={"Content-Type": "application/json"}) as session:
@@ -86,6 +102,7 @@ async def load(url: str, payloads: list[dict], clients: int, seconds: float) -> 
                 started = time.perf_counter()
                 async with session.post(f"{url}/predict", data=bodies[i % len(bodies)]) as response:
                     await response.read()
+                    statuses[response.status] = statuses.get(response.status, 0) + 1
                     if response.status != 200:
                         errors += 1
                 latencies.append(time.perf_counter() - started)
@@ -95,9 +112,11 @@ async def load(url: str, payloads: list[dict], clients: int, seconds: float) -> 
         await asyncio.gather(*[client(i) for i in range(clients)])
         wall = time.perf_counter() - started
     values = np.array(latencies) * 1000
-    return {"requests": len(latencies), "errors": errors, "wall_seconds": wall,
-            "customers_per_second": len(latencies) / wall, "p50_ms": float(np.percentile(values, 50)),
-            "p99_ms": float(np.percentile(values, 99))}
+    answered = len(latencies) - errors  # throughput counts answered (200) requests only
+    return {"requests": len(latencies), "customers": answered * per_request, "errors": errors,
+            "statuses": {str(k): v for k, v in sorted(statuses.items())}, "wall_seconds": wall,
+            "customers_per_second": answered * per_request / wall, "requests_per_second": answered / wall,
+            "p50_ms": float(np.percentile(values, 50)), "p99_ms": float(np.percentile(values, 99))}
 
 
 def server_cpu(process) -> float:
@@ -116,8 +135,10 @@ def server_cpu(process) -> float:
     return total
 
 
-def raw_forward(bundle: Path, payloads: list[dict], batch: int, threads: int = 1, seconds: float = 3.0) -> float:
-    """Customers/s of Scorer.forward alone on encoded examples, ``batch`` customers per pass."""
+def raw_forward(bundle: Path, payloads: list[dict], batch: int, threads: int = 1,
+                seconds: float = 3.0) -> tuple[float, float]:
+    """Customers/s of Scorer.forward alone on encoded examples, ``batch`` customers per pass, and its CPU ms
+    per customer."""
     import torch
 
     from journey_model.data.sequences import encode_examples
@@ -134,11 +155,12 @@ def raw_forward(bundle: Path, payloads: list[dict], batch: int, threads: int = 1
         rows += encode_examples(scorer.preprocessor, table, examples).to_pylist()
     examples = [rows[i % len(rows)] for i in range(batch)]
     scorer.forward(examples)
-    passes, started = 0, time.perf_counter()
+    passes, started, cpu_started = 0, time.perf_counter(), time.thread_time()
     while time.perf_counter() - started < seconds or passes < 3:
         scorer.forward(examples)
         passes += 1
-    return batch * passes / (time.perf_counter() - started)
+    # thread CPU (one torch thread runs on this thread): steadier than wall time on a busy machine
+    return batch * passes / (time.perf_counter() - started), 1000 * (time.thread_time() - cpu_started) / (batch * passes)
 
 
 def request_cpu(bundle: Path, payloads: list[dict], seconds: float = 2.0) -> dict[str, float]:
@@ -177,29 +199,145 @@ def request_cpu(bundle: Path, payloads: list[dict], seconds: float = 2.0) -> dic
     return result
 
 
+SERVICES = ("journey", "before", "floor", "split")
+BENCHMARKS = Path(__file__).resolve().parent
+ROOT = BENCHMARKS.parent
+
+
+def server_command(service: str, bundle: Path, port: int, workers: int, baseline: str | None,
+                   env: dict[str, str]) -> tuple[list[str], dict[str, str], Path]:
+    """Command line, environment and working directory that start ``service`` on 127.0.0.1:``port``.
+
+    ``journey``: ``journey serve`` (serving/ of this checkout); ``before``: the same from ``--baseline``, a folder
+    holding another copy of ``serving/`` (journey_model and pipelines from this checkout); ``floor``:
+    benchmarks/serving_floor.py (no model); ``split``: benchmarks/serving_split (BentoML batching behind a
+    validating front service)."""
+    from journey_model.core.resources import tune_malloc_for_children
+
+    journey = [sys.executable, "-m", "pipelines.cli", "serve", "--model", str(bundle), "--port", str(port),
+               "--max-events", "1000", "--workers", str(workers)]
+    bentoml = [sys.executable, "-m", "bentoml", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    if service == "journey":
+        return journey, env, ROOT
+    if service == "before" or "=" in service:  # before (--baseline) or NAME=DIR: serving/ from another folder
+        folder = service.split("=", 1)[1] if "=" in service else baseline
+        if not folder:
+            raise SystemExit("--service before needs --baseline DIR (a folder holding a copy of serving/)")
+        return journey, dict(env, PYTHONPATH=str(ROOT)), Path(folder).resolve()
+    if service == "floor":
+        return [*bentoml, "serving_floor:FloorService", "--working-dir", str(BENCHMARKS)], env, ROOT
+    if service == "split":
+        split_env = dict(env, PYTHONPATH=str(ROOT), JOURNEY_MODEL_URI=str(bundle), JOURNEY_MAX_EVENTS="1000")
+        tune_malloc_for_children(split_env)  # as journey serve does for its server
+        return [*bentoml, "service:Front", "--working-dir", str(BENCHMARKS / "serving_split")], split_env, ROOT
+    raise SystemExit(f"unknown service {service!r}: one of {', '.join(SERVICES)}")
+
+
+def batching_counters(service: str, url: str) -> tuple[int, int] | None:
+    """(forward passes, customers scored) so far, from the service's own counters; None for the floor."""
+    import httpx
+
+    if service in ("journey", "before") or "=" in service:
+        stats = httpx.get(f"{url}/metadata").json()["batching"]
+        return stats["passes"], stats["customers"]
+    if service == "split":
+        stats = httpx.post(f"{url}/metadata_batching", json={}).json()
+        return stats["passes"], stats["customers"]
+    return None
+
+
+PROFILE_GROUPS = (  # the module of a sample's innermost frame -> the part of the request path it belongs to
+    ("model forward (torch, journey_model.models/inference)", r"torch/|journey_model/models|journey_model/inference"),
+    ("encode_examples (journey_model.data)", r"journey_model/data"),
+    ("pyarrow (checks' and encoding's column work)", r"pyarrow"),
+    ("serving/ (checks, guard, batcher, service)", r"serving/"),
+    ("pydantic (body decode + validation, answers)", r"pydantic"),
+    ("bentoml", r"bentoml"),
+    ("starlette/fastapi", r"starlette|fastapi"),
+    ("uvicorn/h11", r"uvicorn|h11"),
+    ("logging (access log)", r"logging/"),
+    ("opentelemetry/prometheus", r"opentelemetry|prometheus|trace/"),
+    ("asyncio/selectors (event loop, socket send/receive)", r"asyncio|selectors"),
+    ("threads (executor hand-off)", r"threading|concurrent"),
+    ("numpy/pandas", r"numpy|pandas"),
+)
+
+
+def profile_shares(raw: Path) -> dict:
+    """Shares of py-spy's non-idle samples (``--format raw``) by the module of the innermost frame (self time),
+    and the ten innermost frames with most samples."""
+    import collections
+    import re
+
+    groups: collections.Counter = collections.Counter()
+    frames: collections.Counter = collections.Counter()
+    total = 0
+    for line in raw.read_text(errors="replace").splitlines():
+        if not line.strip():
+            continue
+        stack, count = line.rsplit(" ", 1)
+        leaf = stack.split(";")[-1]
+        total += int(count)
+        groups[next((g for g, pattern in PROFILE_GROUPS if re.search(pattern, leaf)), "other")] += int(count)
+        frames[leaf] += int(count)
+    return {"samples": total, "self_share_by_module": {g: n / total for g, n in groups.most_common()},
+            "top_frames": {f: n / total for f, n in frames.most_common(10)}} if total else {"samples": 0}
+
+
+def start_py_spy(server, seconds: float, out: Path) -> list:
+    """py-spy record (raw format, non-blocking) on each worker process of ``server`` for ``seconds``."""
+    import subprocess
+
+    import psutil
+
+    spy = Path(sys.executable).with_name("py-spy")
+    spies = []
+    for child in psutil.Process(server.pid).children(recursive=True):
+        path = out.with_name(f"{out.name}_{child.pid}.txt")
+        spies.append((child.pid, path, subprocess.Popen(
+            [str(spy), "record", "--pid", str(child.pid), "-d", str(max(1, int(seconds))), "-r", "100", "--format",
+             "raw", "--nonblocking", "-o", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)))
+    return spies
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default="work/bench_batch_scoring", help="benchmark model and data")
     parser.add_argument("--model", help="a model bundle (default: build the benchmark model)")
+    parser.add_argument("--architecture", default="default", help="the benchmark model's ATRank architecture "
+                        "when --model is not given: default or one-block (bench_batch_scoring.py's)")
     parser.add_argument("--seconds", type=float, default=10.0, help="load duration per setting (default: %(default)s)")
     parser.add_argument("--events", default="50,500", help="events per customer, comma-separated (default: %(default)s)")
     parser.add_argument("--clients", default="1,8,64", help="concurrent clients, comma-separated (default: %(default)s)")
+    parser.add_argument("--customers-per-request", type=int, default=1, help="customers each request carries "
+                        "(default: %(default)s)")
     parser.add_argument("--workers", type=int, default=1, help="server worker processes (default: %(default)s)")
     parser.add_argument("--forms", default="rows", help="request forms, comma-separated: rows, columns "
                         "(default: %(default)s)")
+    parser.add_argument("--service", default="journey", help="services to measure side by side, comma-separated: "
+                        "journey (serving/), before (--baseline's serving/), floor (benchmarks/serving_floor.py), "
+                        "split (benchmarks/serving_split), NAME=DIR (serving/ from folder DIR, e.g. a variant); "
+                        "all are started, each setting runs on each in turn "
+                        "(default: %(default)s)")
+    parser.add_argument("--floor", action="store_true", help="measure the floor service too (as --service ...,floor)")
+    parser.add_argument("--baseline", help="for --service before: a folder holding another copy of serving/")
+    parser.add_argument("--py-spy", action="store_true", help="profile the server's workers with py-spy during each "
+                        "setting and store the shares (inflates the server CPU figures a little)")
     parser.add_argument("--checks-only", action="store_true", help="only the in-process CPU cost of the checks "
                         "per request (no server)")
     parser.add_argument("--label", default="", help="a label stored with the results (e.g. before/after)")
     parser.add_argument("--out", help="write the results as JSON here")
+    parser.add_argument("--append", action="store_true", help="add this run to the --out file's 'runs' list")
     args = parser.parse_args()
     sizes = [int(n) for n in args.events.split(",")]
     client_counts = [int(n) for n in args.clients.split(",")]
-
-    import httpx
+    services = args.service.split(",") + (["floor"] if args.floor and "floor" not in args.service.split(",") else [])
+    per_request = args.customers_per_request
 
     workdir = Path(args.workdir)
-    bundle = Path(args.model) if args.model else build_model(workdir)
-    events = pq.read_table(workdir / "model" / "synth" / "events").to_pandas() if not args.model else None
+    bundle = (Path(args.model) if args.model else build_model(workdir, args.architecture)).resolve()
+    model_root = workdir / ("model" if args.architecture == "default" else f"model-{args.architecture}")
+    events = pq.read_table(model_root / "synth" / "events").to_pandas() if not args.model else None
     if events is None:
         raise SystemExit("--model needs synthetic events too; run without --model once to build them")
     payloads = {n: customers_of_length(events, n, 64) for n in sizes}
@@ -215,55 +353,94 @@ def main() -> None:
             Path(args.out).write_text(json.dumps({"command": " ".join([".venv/bin/python", *sys.argv]),
                                                   "load_1min": os.getloadavg()[0], "checks_cpu_us": checks}, indent=1))
         return
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, BENTOML_DO_NOT_TRACK="True", BENTOML_HOME=str(workdir / "bentoml_home"))
-    command = [sys.executable, "-m", "pipelines.cli", "serve", "--model", str(bundle), "--port", str(port),
-               "--max-events", "1000", "--workers", str(args.workers)]
+    env = dict(os.environ, BENTOML_DO_NOT_TRACK="True", MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+               BENTOML_HOME=str(workdir.resolve() / "bentoml_home"))
     results = []
-    with running_server(command, url, workdir / "server.log", env=env, timeout_s=180) as server:
+    spy_dir = workdir / "py_spy"
+    spy_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        servers = {}
+        for service in services:  # all started first; an idle one costs next to nothing
+            port = free_port()
+            command, service_env, cwd = server_command(service, bundle, port, args.workers, args.baseline, env)
+            url = f"http://127.0.0.1:{port}"
+            server = stack.enter_context(running_server(command, url, workdir.resolve() / f"server_{service.split('=')[0]}.log",
+                                                        env=service_env, cwd=cwd, timeout_s=240))
+            servers[service] = (url, server)
         for form in forms:
             for length in sizes:
                 sent = payloads[length] if form == "rows" else [columnar(p) for p in payloads[length]]
-                asyncio.run(load(url, sent, 4, 2.0))  # warm-up
+                for url, _ in servers.values():
+                    asyncio.run(load(url, sent, 4, 2.0, per_request))  # warm-up
                 for clients in client_counts:
-                    load_before = os.getloadavg()[0]
-                    before = httpx.get(f"{url}/metadata").json()["batching"]
-                    cpu_before, client_before = server_cpu(server), time.process_time()
-                    row = asyncio.run(load(url, sent, clients, args.seconds))
-                    cpu, client_cpu = server_cpu(server) - cpu_before, time.process_time() - client_before
-                    after = httpx.get(f"{url}/metadata").json()["batching"]
-                    passes = after["passes"] - before["passes"]
-                    row.update(form=form, events_per_customer=length, clients=clients,
-                               mean_batch=(after["customers"] - before["customers"]) / passes if passes else 0.0,
-                               load_1min=[load_before, os.getloadavg()[0]],
-                               server_cpu_ms_per_customer=1000 * cpu / max(1, row["requests"]),
-                               client_cpu_ms_per_customer=1000 * client_cpu / max(1, row["requests"]))
-                    results.append(row)
-                    print(f"{form:>7} {length:>4} events, {clients:>2} clients: p50 {row['p50_ms']:7.1f} ms  p99 "
-                          f"{row['p99_ms']:7.1f} ms  {row['customers_per_second']:7.1f} customers/s  mean batch "
-                          f"{row['mean_batch']:5.1f}  server CPU {row['server_cpu_ms_per_customer']:.2f} ms/customer  errors "
-                          f"{row['errors']}  load {row['load_1min'][0]:.1f}-{row['load_1min'][1]:.1f}", flush=True)
+                    for service, (url, server) in servers.items():
+                        load_before = os.getloadavg()[0]
+                        before = batching_counters(service, url)
+                        spies = start_py_spy(server, args.seconds, spy_dir / f"{service.split('=')[0]}_{length}_{clients}") \
+                            if args.py_spy else []
+                        cpu_before, client_before = server_cpu(server), time.process_time()
+                        row = asyncio.run(load(url, sent, clients, args.seconds, per_request))
+                        cpu, client_cpu = server_cpu(server) - cpu_before, time.process_time() - client_before
+                        after = batching_counters(service, url)
+                        passes = after[0] - before[0] if after else 0
+                        row.update(service=service, form=form, events_per_customer=length, clients=clients,
+                                   customers_per_request=per_request,
+                                   mean_batch=(after[1] - before[1]) / passes if passes else None,
+                                   load_1min=[load_before, os.getloadavg()[0]],
+                                   server_cpu_ms_per_customer=1000 * cpu / max(1, row["customers"]),
+                                   client_cpu_ms_per_customer=1000 * client_cpu / max(1, row["customers"]))
+                        if spies:
+                            row["py_spy"] = {}
+                            for pid, path, spy in spies:
+                                spy.wait()
+                                if path.exists():
+                                    row["py_spy"][str(pid)] = profile_shares(path)
+                        results.append(row)
+                        batch = f"{row['mean_batch']:5.1f}" if row["mean_batch"] is not None else "    -"
+                        print(f"{service.split('=')[0]:>8} {form:>7} {length:>4} events, {clients:>2} clients x {per_request}: p50 "
+                              f"{row['p50_ms']:7.1f} ms  p99 {row['p99_ms']:7.1f} ms  "
+                              f"{row['customers_per_second']:7.1f} customers/s  mean batch {batch}  server CPU "
+                              f"{row['server_cpu_ms_per_customer']:.2f} ms/customer  errors {row['errors']}  load "
+                              f"{row['load_1min'][0]:.1f}-{row['load_1min'][1]:.1f}", flush=True)
 
-    raw: dict[tuple[int, int], float] = {}
-    for row in results:  # raw forward passes run after the server stopped, so they have the CPU alone
-        batch = max(1, round(row["mean_batch"]))
+    raw: dict[tuple[int, int], tuple[float, float]] = {}
+    for row in results:  # raw forward passes run after the servers stopped, so they have the CPU alone
+        if row["mean_batch"] is None:  # the floor: the batch a model service reached in the same setting
+            batches = [r["mean_batch"] for r in results if r["mean_batch"] is not None and all(
+                r[k] == row[k] for k in ("form", "events_per_customer", "clients"))]
+            mean_batch = batches[0] if batches else per_request
+        else:
+            mean_batch = row["mean_batch"]
+        batch = max(1, round(mean_batch))
         row["raw_forward_batch"] = batch
         key = (row["events_per_customer"], batch)  # measured once per size and batch, shared by the forms
         if key not in raw:
             raw[key] = raw_forward(bundle, payloads[row["events_per_customer"]], batch)
-        row["raw_forward_customers_per_second"] = raw[key]
+        row["raw_forward_customers_per_second"], row["raw_forward_cpu_ms_per_customer"] = raw[key]
         row["served_to_raw"] = row["customers_per_second"] / row["raw_forward_customers_per_second"]
-        print(f"{row['form']:>7} {row['events_per_customer']:>4} events, {row['clients']:>2} clients: raw forward at batch {batch}: "
-              f"{row['raw_forward_customers_per_second']:7.1f} customers/s -> served/raw {row['served_to_raw']:.2f}",
-              flush=True)
+        # the same ratio from CPU time, which the machine's other work inflates far less: raw forward CPU per
+        # customer / server CPU per customer (1.0 = serving costs nothing beyond the forward pass)
+        row["raw_to_server_cpu"] = row["raw_forward_cpu_ms_per_customer"] / row["server_cpu_ms_per_customer"]
+        print(f"{row['service'].split('=')[0]:>8} {row['form']:>7} {row['events_per_customer']:>4} events, {row['clients']:>2} "
+              f"clients: raw forward at batch {batch}: {row['raw_forward_customers_per_second']:7.1f} customers/s "
+              f"({row['raw_forward_cpu_ms_per_customer']:.2f} CPU ms/customer) -> served/raw {row['served_to_raw']:.2f}, "
+              f"raw/server CPU {row['raw_to_server_cpu']:.2f}", flush=True)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({
-            "model": str(bundle), "seconds_per_setting": args.seconds, "workers": args.workers, "label": args.label,
-            "command": " ".join([".venv/bin/python", *sys.argv]), "cpus": os.cpu_count(), "results": results,
+        run = {
+            "model": str(bundle), "architecture": args.architecture, "services": services,
+            "seconds_per_setting": args.seconds, "workers": args.workers, "label": args.label,
+            "customers_per_request": per_request, "command": " ".join([".venv/bin/python", *sys.argv]),
+            "cpus": os.cpu_count(), "results": results,
             "checks_cpu_us_per_request": {str(n): v for n, v in checks.items()},
-        }, indent=1))
+        }
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if args.append and out.exists():
+            document = json.loads(out.read_text())
+            document.setdefault("runs", []).append(run)
+        else:
+            document = {"runs": [run]} if args.append else run
+        out.write_text(json.dumps(document, indent=1))
 
 
 if __name__ == "__main__":
