@@ -58,6 +58,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "- rotary positions (learned table)": ("atrank", {"positional_encoding": "learned"}),
     "- pre-norm (post-norm)": ("atrank", {"norm_first": False}),
     "- 2 blocks (1 block)": ("atrank", {"num_blocks": 1}),
+    "- type-pair bias": ("atrank", {"type_pair_bias": False}),
     "- wide FFN, GELU, head mixing": ("atrank", {"ffn_ratio": 0.25, "activation": "relu", "output_projection": False,
                                                 "relu_projections": True}),
     "+ causal mask": ("atrank", {"causal": True}),

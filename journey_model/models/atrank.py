@@ -30,6 +30,7 @@ from journey_model.models.attention import (
     ACTIVATIONS,
     AttentionBlock,
     RelativeTime,
+    TypePairBias,
     gather_last,
     masked_mean,
     rotary_tables,
@@ -71,11 +72,12 @@ class ATRankConfig(SequenceModelConfig):
     activation: str = "gelu"  # feed-forward activation: "relu" (reference) or "gelu"
     output_projection: bool = True  # mix the heads with one more Linear (Transformer); False = concatenate (reference)
     residual_dropout: bool = True  # dropout also on the attention and feed-forward outputs (reference: weights only)
+    type_pair_bias: bool = True  # a learned per-head score bias per (behaviour type, behaviour type) pair
 
     # Fields a model saved before they existed did not have; such a model was built with these values.
     SAVED_BEFORE: ClassVar[dict[str, object]] = {
         "ffn_ratio": 0.25, "time_encoding": "bucket", "relative_time": "none", "norm_first": False,
-        "time_trend_scale": 1.0,
+        "time_trend_scale": 1.0, "type_pair_bias": False,
         "activation": "relu", "output_projection": False, "residual_dropout": False,
     }
 
@@ -146,6 +148,8 @@ class ATRankEncoder(nn.Module):
         if config.relative_time != "none":
             self.relative_time = RelativeTime(config.num_heads, H // config.num_heads,
                                               content=config.relative_time == "content")
+        # one type-pair table shared by the blocks, like the relative-time one
+        self.type_pair = TypePairBias(spec.event_type_vocab_size, config.num_heads) if config.type_pair_bias else None
         self.final_norm = nn.LayerNorm(H, eps=config.layer_norm_eps) if config.norm_first else nn.Identity()
 
     def forward(self, batch: SequenceBatch, need_weights: bool = False) -> EncodedSequence:
@@ -163,10 +167,12 @@ class ATRankEncoder(nn.Module):
         rotary = None
         if self.config.positional_encoding == "rotary":
             rotary = rotary_tables(x.shape[1], self.config.hidden_size // self.config.num_heads, x.device)
+        pair_bias = self.type_pair(batch.event_type, batch.event_type) if self.type_pair is not None else None
         attentions: dict[str, torch.Tensor] = {}
         for i, block in enumerate(self.blocks):
             x, weights = block(x, x, key_mask=mask, query_mask=mask, causal=self.config.causal,
-                               need_weights=need_weights, relative_time=relative_time, rotary=rotary)
+                               need_weights=need_weights, relative_time=relative_time, rotary=rotary,
+                               score_bias=pair_bias)
             if weights is not None:
                 attentions[f"self/block{i}"] = weights  # (B, heads, T, T)
         x = self.final_norm(x)

@@ -19,7 +19,7 @@ import torch
 from journey_model.data.batch import SequenceBatch, collate_examples
 from journey_model.data.features import BOS_ID, EOS_ID, PAD_ID, BehaviourGroup, FeatureSpec
 from journey_model.models import ATRankConfig, ModelOutput, UnknownModelError, build_model, list_models
-from journey_model.models.attention import RelativeTime
+from journey_model.models.attention import RelativeTime, TypePairBias
 from journey_model.models.base import LEGACY_TRAINING_FIELDS
 from journey_model.models.registry import supported_tasks
 from journey_model.models.tasks import Task, UnsupportedTaskError
@@ -353,6 +353,36 @@ def test_relative_time_buckets_are_signed_and_logarithmic() -> None:
     term = relative.value_term(weights, ids[None])  # sum_j w_ij r_ij, computed per bucket
     expected = torch.einsum("bhij,ijd->bhid", weights, relative.values.weight[ids])
     torch.testing.assert_close(term, expected)
+
+
+def test_type_pair_bias_is_the_tables_entry_for_each_pair_and_starts_at_zero() -> None:
+    bias = TypePairBias(num_types=6, num_heads=2)
+    types = torch.tensor([[1, 4, 4, 0], [5, 2, 1, 3]])
+    assert not bias(types, types).any()  # zero at first: a fresh model attends as without it
+    torch.nn.init.normal_(bias.table)
+    got = bias(types, types)  # (B, heads, T, T)
+    expected = bias.table[:, types[:, :, None], types[:, None, :]].permute(1, 0, 2, 3)
+    torch.testing.assert_close(got, expected)
+    assert got.shape == (2, 2, 4, 4) and torch.equal(got[0, :, 1, 2], bias.table[:, 4, 4])
+
+
+def test_type_pair_bias_moves_attention_by_types_and_stays_blind_to_order_alone() -> None:
+    """With no positions and no relative time, the type-pair bias changes the scores (a fee may look for a
+    complaint) but, being a function of the types only, never the order: shuffling changes nothing."""
+    rng = random.Random(4)
+    example = make_example(rng, 6)
+    order = [3, 0, 5, 1, 4, 2]
+    shuffled = {
+        key: [value[i] for i in order] if key in ("event_type", "time_bucket") or key[:4] in ("cat_", "num_") else value
+        for key, value in example.items()
+    }
+    model = build("atrank", positional_encoding="none", time_encoding="bucket", relative_time="none")
+    before = model(collate([example])).outcome_logits
+    torch.nn.init.normal_(model.encoder.type_pair.table, std=2.0)
+    after = model(collate([example])).outcome_logits
+    assert not torch.allclose(before, after, atol=1e-5)
+    torch.testing.assert_close(model(collate([shuffled])).outcome_logits, after, atol=1e-5, rtol=0)
+    assert build("atrank", type_pair_bias=False).encoder.type_pair is None
 
 
 def test_stacked_and_bidirectional_rnn_variants_decode() -> None:
