@@ -72,7 +72,8 @@ class ATRankConfig(SequenceModelConfig):
     activation: str = "gelu"  # feed-forward activation: "relu" (reference) or "gelu"
     output_projection: bool = True  # mix the heads with one more Linear (Transformer); False = concatenate (reference)
     residual_dropout: bool = True  # dropout also on the attention and feed-forward outputs (reference: weights only)
-    type_pair_bias: bool = True  # a learned per-head score bias per (behaviour type, behaviour type) pair
+    type_pair_bias: bool = False  # a learned per-head score bias per (behaviour type, behaviour type) pair; off:
+    # on the order rule it did not help (benchmarks/results/atrank_headline.json)
 
     # Fields a model saved before they existed did not have; such a model was built with these values.
     SAVED_BEFORE: ClassVar[dict[str, object]] = {

@@ -160,18 +160,14 @@ class JourneyModule(L.LightningModule):
         """Multiplier of the initial learning rate at optimiser step s, or None for a constant rate."""
         if self.lr_schedule == "constant":
             return None
-        recipe = self.recipe
-        schedule, warmup, floor = self.lr_schedule, self.warmup_steps, self.min_lr_ratio
-        if schedule == "model":  # the training recipe's schedule
-            if recipe.lr_schedule == "step":  # its single step decay (ATRank's reference schedule), if any
-                if not (recipe.lr_decay_step and recipe.lr_after_decay is not None):
-                    return None
-                ratio, step = recipe.lr_after_decay / recipe.learning_rate, recipe.lr_decay_step
-                return lambda s: 1.0 if s < step else ratio
-            schedule = recipe.lr_schedule
-            warmup = warmup or round(recipe.warmup_fraction * self._planned_steps())
-        total = self._planned_steps()
-        warmup, cosine = min(warmup, total - 1), schedule == "cosine"
+        if self.lr_schedule == "model":  # the recipe's single step decay (ATRank's schedule)
+            recipe = self.recipe
+            if not (recipe.lr_decay_step and recipe.lr_after_decay is not None):
+                return None
+            ratio, step = recipe.lr_after_decay / recipe.learning_rate, recipe.lr_decay_step
+            return lambda s: 1.0 if s < step else ratio
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup, floor, cosine = min(self.warmup_steps, total - 1), self.min_lr_ratio, self.lr_schedule == "cosine"
 
         def factor(s: int) -> float:
             if s < warmup:
@@ -181,10 +177,6 @@ class JourneyModule(L.LightningModule):
             return floor + (1.0 - floor) * shape
 
         return factor
-
-    def _planned_steps(self) -> int:
-        """Optimiser steps of the whole run as planned (max_epochs x batches, or max_steps)."""
-        return max(1, int(self.trainer.estimated_stepping_batches))
 
     # ------------------------------------------------------------------ the one step
     def model_step(self, batch: SequenceBatch, stage: str) -> torch.Tensor:

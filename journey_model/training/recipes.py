@@ -20,17 +20,14 @@ from journey_model.core.settings import check_choice
 from journey_model.models.registry import MODELS, UnknownModelError
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-RECIPE_SCHEDULES = ("step", "cosine", "linear")
 
 
 @dataclass(frozen=True)  # frozen: the defaults in RECIPES are shared; change one with dataclasses.replace
 class TrainingRecipe:
     """What the trainer needs to fit a model; the model itself never reads these.
 
-    ``lr_schedule`` is what ``trainer.lr_schedule = "model"`` (the default) runs: "step" = the step decay
-    (``lr_decay_step`` -> ``lr_after_decay``; a constant rate without one), or "cosine" / "linear" decay to 0
-    after a linear warm-up over ``warmup_fraction`` of the planned optimiser steps (max_epochs x batches).
-    An explicit trainer schedule (constant / cosine / linear, with its ``warmup_steps``) replaces it.
+    The step decay (``lr_decay_step`` -> ``lr_after_decay``) is the schedule of ``trainer.lr_schedule = "model"``
+    (the default); the constant / cosine / linear schedules ignore it.
     """
 
     optimizer: str = "adam"  # torch optimiser: "adam", "adamw" (decoupled weight decay) or "sgd" (no momentum)
@@ -39,23 +36,14 @@ class TrainingRecipe:
     lr_after_decay: float | None = None  # learning rate from lr_decay_step on [step size; absolute, not a ratio]
     grad_clip_norm: float | None = 5.0  # clip gradients to this global L2 norm [norm]; None = no clipping
     weight_decay: float = 0.0  # L2 penalty coefficient handed to the optimiser [per unit weight]; 0 = none
-    lr_schedule: str = "step"  # "step" (the step decay above, constant without one), "cosine" or "linear"
-    warmup_fraction: float = 0.0  # cosine / linear: linear warm-up over this share of the planned steps
 
     def __post_init__(self) -> None:
         check_choice(self, "optimizer", self.optimizer, OPTIMIZERS)
-        check_choice(self, "lr_schedule", self.lr_schedule, RECIPE_SCHEDULES)
-        if not 0.0 <= self.warmup_fraction < 1.0:
-            raise ValueError(f"TrainingRecipe.warmup_fraction = {self.warmup_fraction}; expected a share in [0, 1)")
 
 
 RECIPE_FIELDS = frozenset(f.name for f in fields(TrainingRecipe))
 
 ADAM = TrainingRecipe()  # Adam at 1e-3, constant, clipped at norm 5: the neural models of the zoo
-# Journey's default ATRank: Adam peaking at 3e-3 after warming up over half the planned steps, then a cosine
-# decay to 0 (a one-cycle schedule). Measured in benchmarks/bench_atrank_ablation.py against Adam at a constant
-# 1e-3: the order rule (complaint then fee vs the reverse) was learnt on every seed instead of one in three.
-ATRANK = TrainingRecipe(learning_rate=3e-3, lr_schedule="cosine", warmup_fraction=0.5)
 ATRANK_REFERENCE = TrainingRecipe(  # the ATRank reference code's optimiser (github.com/jinze1994/ATRank)
     optimizer="sgd", learning_rate=1.0, lr_decay_step=336_000, lr_after_decay=0.1, grad_clip_norm=5.0
 )
@@ -63,7 +51,7 @@ BAG = TrainingRecipe(learning_rate=1e-2)  # a linear model tolerates a larger st
 COUNTED = TrainingRecipe(grad_clip_norm=None)  # fitted by counting: no optimiser is built, nothing to clip
 
 RECIPES: dict[str, TrainingRecipe] = {
-    "atrank": ATRANK,
+    "atrank": ADAM,
     "atrank-reference": ATRANK_REFERENCE,
     "gru": ADAM,
     "lstm": ADAM,

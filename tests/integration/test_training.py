@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from dataclasses import fields, replace
 
-import lightning
 import pytest
 import torch
 
@@ -49,8 +48,8 @@ def test_atrank_learns_the_planted_outcomes_well_above_chance(prepared, tmp_path
     assert result.best_checkpoint and result.events_per_second and result.events_per_second > 0
     # the checkpoint knows the recipe it was trained with
     recipe = load_checkpoint(result.best_checkpoint)["hyper_parameters"]["recipe"]
-    assert recipe == {"optimizer": "adam", "learning_rate": 3e-3, "lr_decay_step": None, "lr_after_decay": None,
-                      "grad_clip_norm": 5.0, "weight_decay": 0.0, "lr_schedule": "cosine", "warmup_fraction": 0.5}
+    assert recipe == {"optimizer": "adam", "learning_rate": 1e-3, "lr_decay_step": None, "lr_after_decay": None,
+                      "grad_clip_norm": 5.0, "weight_decay": 0.0}
 
 
 def test_cli_trains_a_count_baseline_and_writes_metrics(prepared, tmp_path, capsys):
@@ -89,36 +88,13 @@ def test_model_configs_hold_the_architecture_and_every_model_has_a_recipe():
     assert set(RECIPES) == set(list_models())
     for name, entry in MODELS.items():
         assert not LEGACY_TRAINING_FIELDS & {f.name for f in fields(entry.config_class)}, name
-    # the settings every model trained with before recipes existed (Journey's ATRank: see the next test)
-    assert recipe_for("gru") == TrainingRecipe("adam", 1e-3, None, None, 5.0, 0.0) == recipe_for("gru-luong")
+    # the settings every model trained with before recipes existed
+    assert recipe_for("atrank") == TrainingRecipe("adam", 1e-3, None, None, 5.0, 0.0) == recipe_for("gru-luong")
     assert recipe_for("atrank-reference") == TrainingRecipe("sgd", 1.0, 336_000, 0.1, 5.0, 0.0)
     assert recipe_for("bag") == TrainingRecipe("adam", 1e-2, None, None, 5.0, 0.0)
     assert recipe_for("markov").grad_clip_norm is None  # counted, never clipped
     with pytest.raises(ValueError, match="optimizer = 'lamb'"):
         TrainingRecipe(optimizer="lamb")
-
-
-def test_atrank_trains_by_its_recipes_one_cycle_schedule_unless_the_trainer_names_one(prepared):
-    """Journey's ATRank: Adam peaking at 3e-3 halfway through the planned steps, cosine decay to 0 after."""
-    assert recipe_for("atrank") == TrainingRecipe("adam", 3e-3, None, None, 5.0, 0.0, "cosine", 0.5)
-    model = build_model("atrank", Preprocessor.load(prepared).feature_spec(), tasks=["outcome"])
-
-    def factors(**trainer_schedule: object) -> list[float]:
-        module = JourneyModule(model, **trainer_schedule)  # type: ignore[arg-type]
-        module.trainer = lightning.Trainer(max_epochs=-1, max_steps=200, logger=False, enable_progress_bar=False,
-                                           enable_checkpointing=False, enable_model_summary=False)
-        setup = module.configure_optimizers()
-        assert setup["optimizer"].defaults["lr"] == 3e-3
-        return [setup["lr_scheduler"]["scheduler"].lr_lambdas[0](s) for s in (0, 49, 99, 150, 199)]
-
-    rising, peak, falling = factors()[:2], factors()[2], factors()[3:]
-    assert rising[0] < rising[1] < peak == 1.0 and peak > falling[0] > falling[1] >= 0.0
-    assert factors()[3] == pytest.approx(0.5)  # cosine: half-way down half-way through the decay
-    assert JourneyModule(model, lr_schedule="constant").configure_optimizers().__class__.__name__ == "Adam"
-    warm_10 = factors(lr_schedule="linear", warmup_steps=10)  # the trainer's own schedule replaces the recipe's
-    assert warm_10[1] == pytest.approx(1 - 39 / 190)
-    with pytest.raises(ValueError, match="warmup_fraction = 1.0"):
-        TrainingRecipe(lr_schedule="cosine", warmup_fraction=1.0)
 
 
 def test_set_overrides_reach_the_recipe_or_the_model_config():

@@ -376,13 +376,14 @@ def test_type_pair_bias_moves_attention_by_types_and_stays_blind_to_order_alone(
         key: [value[i] for i in order] if key in ("event_type", "time_bucket") or key[:4] in ("cat_", "num_") else value
         for key, value in example.items()
     }
-    model = build("atrank", positional_encoding="none", time_encoding="bucket", relative_time="none")
+    model = build("atrank", positional_encoding="none", time_encoding="bucket", relative_time="none",
+                  type_pair_bias=True)
     before = model(collate([example])).outcome_logits
     torch.nn.init.normal_(model.encoder.type_pair.table, std=2.0)
     after = model(collate([example])).outcome_logits
     assert not torch.allclose(before, after, atol=1e-5)
     torch.testing.assert_close(model(collate([shuffled])).outcome_logits, after, atol=1e-5, rtol=0)
-    assert build("atrank", type_pair_bias=False).encoder.type_pair is None
+    assert build("atrank").encoder.type_pair is None  # off by default
 
 
 def test_stacked_and_bidirectional_rnn_variants_decode() -> None:
