@@ -80,15 +80,17 @@ def scaled_dot_product_attention(
     before the softmax, e.g. a learned bias of the time between query and key. Returns the output (B, h, Tq, d) and, if asked, the weights (B, h, Tq, Tk)
     before dropout.
     """
-    bias = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device)
-    if score_bias is not None:
-        bias = bias + score_bias.to(q.dtype)
-    bias = bias.masked_fill(~allowed, large_negative(q.dtype))
+    hidden = torch.tensor(large_negative(q.dtype), dtype=q.dtype, device=q.device)
+    if score_bias is None:
+        bias = torch.where(allowed, torch.zeros((), dtype=q.dtype, device=q.device), hidden)
+    else:  # one (B, h, Tq, Tk) pass: the bias where allowed, the mask elsewhere
+        bias = torch.where(allowed, score_bias.to(q.dtype), hidden)
     live = live_rows.to(q.dtype)
     if not need_weights:
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
         return out * live, None
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]) + bias  # (B, h, Tq, Tk)
+    # scale the (B, h, Tq, d) queries rather than the (B, h, Tq, Tk) scores
+    scores = (q / math.sqrt(q.shape[-1])) @ k.transpose(-2, -1) + bias  # (B, h, Tq, Tk)
     weights = scores.softmax(-1) * live
     out = F.dropout(weights, dropout, training=dropout > 0) @ v
     return out, weights
