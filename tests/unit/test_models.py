@@ -304,15 +304,17 @@ def test_causal_mask_hides_the_future() -> None:
         assert not torch.allclose(before[:, 4:], after[:, 4:], atol=1e-6)
 
 
+def shuffle_behaviours(example: dict, order: list[int]) -> dict:
+    """The same behaviours (each with its type, time bucket and fields) in another order."""
+    return {key: [value[i] for i in order] if key in ("event_type", "time_bucket") or key[:4] in ("cat_", "num_")
+            else value for key, value in example.items()}
+
+
 def test_without_positional_encoding_atrank_sees_order_only_through_time_buckets() -> None:
     """The reference has no positional encoding: shuffling behaviours (with their time buckets) changes nothing."""
     rng = random.Random(9)
     example = make_example(rng, 6)
-    order = [3, 0, 5, 1, 4, 2]
-    shuffled = {
-        key: [value[i] for i in order] if key in ("event_type", "time_bucket") or key[:4] in ("cat_", "num_") else value
-        for key, value in example.items()
-    }
+    shuffled = shuffle_behaviours(example, [3, 0, 5, 1, 4, 2])
     for encoding, unchanged in (("none", True), ("sinusoidal", False)):
         model = build("atrank", positional_encoding=encoding, time_encoding="bucket", relative_time="none")
         a = model(collate([example])).outcome_logits
@@ -371,11 +373,7 @@ def test_type_pair_bias_moves_attention_by_types_and_stays_blind_to_order_alone(
     complaint) but, being a function of the types only, never the order: shuffling changes nothing."""
     rng = random.Random(4)
     example = make_example(rng, 6)
-    order = [3, 0, 5, 1, 4, 2]
-    shuffled = {
-        key: [value[i] for i in order] if key in ("event_type", "time_bucket") or key[:4] in ("cat_", "num_") else value
-        for key, value in example.items()
-    }
+    shuffled = shuffle_behaviours(example, [3, 0, 5, 1, 4, 2])
     model = build("atrank", positional_encoding="none", time_encoding="bucket", relative_time="none",
                   type_pair_bias=True)
     before = model(collate([example])).outcome_logits
