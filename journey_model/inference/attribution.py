@@ -151,7 +151,7 @@ def available_methods(target: Scorer | JourneyModel) -> dict[str, str | None]:
 def attention_reads_events(model: JourneyModel) -> bool:
     """True when the task query's attention weights are weights of the input events themselves: ATRank as the
     reference builds it (one block, no time bias between events). In Journey's default ATRank (two pre-norm
-    blocks, a relative-time bias) the states the task query reads already mix many events: on planted journeys
+    blocks) the states the task query reads already mix many events: on planted journeys
     its weights put the planted complaint first in none where occlusion did in all (tests/unit/test_attribution.py;
     integrated gradients are refused for it, see :func:`available_methods`), so it is explained by occlusion."""
     config = getattr(model, "config", None)

@@ -66,8 +66,10 @@ class ATRankConfig(SequenceModelConfig):
     causal: bool = False  # each behaviour attends only to itself and earlier ones
     time_encoding: str = "continuous"  # "bucket": log2 days to the cut-off (reference); "continuous": seconds, log
     time_trend_scale: float = 8.0  # continuous time's trend term reads log(1 + minutes) / this (1 at ~2 days)
-    relative_time: str = "content"  # signed time between behaviours: "none" (reference), "bias" (per head) or
-    # "content" (bias + TiSASRec relative-time key and value embeddings)
+    relative_time: str = "none"  # signed time between behaviours: "none" (reference and default), "bias" (per
+    # head) or "content" (bias + TiSASRec relative-time key and value embeddings). Off by default: over 3 seeds
+    # the model learnt the order rule on every seed without it (0.97-1.00) and on two of three with it, at
+    # about a third of the CPU per step (benchmarks/results/atrank_headline.json)
     norm_first: bool = True  # pre-norm blocks (+ a final LayerNorm); False = post-norm (reference)
     activation: str = "gelu"  # feed-forward activation: "relu" (reference) or "gelu"
     output_projection: bool = True  # mix the heads with one more Linear (Transformer); False = concatenate (reference)
