@@ -52,8 +52,8 @@ REFERENCE = {k: v for k, v in vars(ATRankConfig.reference()).items()
 VARIANTS: dict[str, tuple[str, dict]] = {
     "default": ("atrank", {}),
     "- continuous time (log2 day buckets)": ("atrank", {"time_encoding": "bucket"}),
-    "- relative time (none)": ("atrank", {"relative_time": "none"}),
-    "- relative time content (bias only)": ("atrank", {"relative_time": "bias"}),
+    "+ relative time (TiSASRec keys/values + bias)": ("atrank", {"relative_time": "content"}),
+    "+ relative time bias only": ("atrank", {"relative_time": "bias"}),
     "- rotary positions (none)": ("atrank", {"positional_encoding": "none"}),
     "- rotary positions (learned table)": ("atrank", {"positional_encoding": "learned"}),
     "- pre-norm (post-norm)": ("atrank", {"norm_first": False}),
@@ -69,19 +69,20 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     # schedule levers: the default architecture trained with another schedule (TRAINING below); about 66
     # optimiser steps an epoch here, so 8 epochs plan ~524 steps
     "+ warm-up and cosine decay": ("atrank", {}),
-    "+ warm-up 300 steps, cosine decay, lr 3e-3": ("atrank", {}),
-    "+ warm-up 262 steps (half), cosine decay, lr 3e-3": ("atrank", {}),
-    "+ type-pair bias, warm-up 262 steps, cosine, lr 3e-3": ("atrank", {"type_pair_bias": True}),
+    "+ relative time, warm-up 300 steps, cosine decay, lr 3e-3": ("atrank", {"relative_time": "content"}),
+    "+ relative time, warm-up 262 steps (half), cosine decay, lr 3e-3": ("atrank", {"relative_time": "content"}),
+    "+ relative time, type-pair bias, warm-up 262 steps, cosine, lr 3e-3": ("atrank", {"relative_time": "content",
+                                                                                     "type_pair_bias": True}),
 }
 # variant -> TrainConfig fields other than the trainer's defaults (Adam 1e-3, constant, clip 5)
 TRAINING: dict[str, dict] = {
     "+ warm-up and cosine decay": {"lr_schedule": "cosine", "warmup_steps": 300},
-    "+ warm-up 300 steps, cosine decay, lr 3e-3": {"lr_schedule": "cosine", "warmup_steps": 300,
-                                                   "learning_rate": 3e-3},
-    "+ warm-up 262 steps (half), cosine decay, lr 3e-3": {"lr_schedule": "cosine", "warmup_steps": 262,
-                                                          "learning_rate": 3e-3},
-    "+ type-pair bias, warm-up 262 steps, cosine, lr 3e-3": {"lr_schedule": "cosine", "warmup_steps": 262,
-                                                             "learning_rate": 3e-3},
+    "+ relative time, warm-up 300 steps, cosine decay, lr 3e-3": {"lr_schedule": "cosine", "warmup_steps": 300,
+                                                                  "learning_rate": 3e-3},
+    "+ relative time, warm-up 262 steps (half), cosine decay, lr 3e-3": {"lr_schedule": "cosine", "warmup_steps": 262,
+                                                                         "learning_rate": 3e-3},
+    "+ relative time, type-pair bias, warm-up 262 steps, cosine, lr 3e-3": {"lr_schedule": "cosine",
+                                                                            "warmup_steps": 262, "learning_rate": 3e-3},
 }
 
 
