@@ -69,7 +69,7 @@ class ATRankConfig(SequenceModelConfig):
     relative_time: str = "none"  # signed time between behaviours: "none" (reference and default), "bias" (per
     # head) or "content" (bias + TiSASRec relative-time key and value embeddings). Off by default: over 3 seeds
     # the model learnt the order rule on every seed without it (0.97-1.00) and on two of three with it, at
-    # about a third of the CPU per step (benchmarks/results/atrank_headline.json)
+    # about 40 % less CPU per training step (benchmarks/results/atrank_headline.json)
     norm_first: bool = True  # pre-norm blocks (+ a final LayerNorm); False = post-norm (reference)
     activation: str = "gelu"  # feed-forward activation: "relu" (reference) or "gelu"
     output_projection: bool = True  # mix the heads with one more Linear (Transformer); False = concatenate (reference)
