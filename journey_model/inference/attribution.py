@@ -40,7 +40,7 @@ from torch import nn
 
 from journey_model.data.batch import SequenceBatch
 from journey_model.inference.scorer import Scorer
-from journey_model.models.atrank import ATRank
+from journey_model.models.atrank import ATRank, ATRankEncoder
 from journey_model.models.base import JourneyModel
 from journey_model.models.baselines import BagOfEvents, GRUAttentionPooling
 from journey_model.models.embedding import BehaviourEmbedding
@@ -139,7 +139,8 @@ def available_methods(target: Scorer | JourneyModel) -> dict[str, str | None]:
         f"{METHOD_OCCLUSION!r}")
     gradients = None if embedding_modules(model) and model.trainable else (
         f"model {model.model_name!r} has no event embedding to integrate gradients over; use {METHOD_OCCLUSION!r}")
-    if gradients is None and isinstance(model, ATRank) and getattr(model.config, "norm_first", False):
+    encoder = getattr(model, "encoder", None)  # ATRank's and the Transformer's (the same encoder)
+    if gradients is None and isinstance(encoder, ATRankEncoder) and encoder.config.norm_first:
         gradients = (
             f"model {model.model_name!r} ends its pre-norm blocks in a LayerNorm, so scaling every event embedding "
             f"together (the integrated-gradients path) barely moves its output; the rankings it gives are unreliable "

@@ -179,6 +179,11 @@ def test_integrated_gradients_are_refused_for_pre_norm_atrank(planted_models, pl
     assert why is not None and "pre-norm" in why and METHOD_OCCLUSION in why
     with pytest.raises(AttributionUnavailableError, match="pre-norm"):
         attribute_batch(model, collate(planted_test[0][:2]), METHOD_INTEGRATED_GRADIENTS)
+    # the Transformer reads the journey through the same encoder, so it is refused for the same reason
+    transformer = build_model("transformer", SPEC, tasks=["outcome"], **TINY)
+    assert "pre-norm" in (available_methods(transformer)[METHOD_INTEGRATED_GRADIENTS] or "")
+    reference = build_model("atrank-reference", SPEC, tasks=["outcome"], **TINY)
+    assert available_methods(reference)[METHOD_INTEGRATED_GRADIENTS] is None  # post-norm: offered
 
 
 def test_integrated_gradients_match_captum(planted_models, planted_test):
