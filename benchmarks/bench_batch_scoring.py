@@ -42,10 +42,9 @@ ARCHITECTURES = {
     "default": {},  # today's ATRank default
     # the one-block ATRank of the reference's sizes that was the default before the time-aware blocks
     # (and that scored the Spark 1M run in benchmarks/results/batch_scoring_1m_spark.json)
+    # (its switches are ATRankConfig.SAVED_BEFORE, added in build_model; these are its sizes)
     "one-block": {"field_dim": 64, "hidden_size": 128, "num_heads": 8, "num_blocks": 1, "dropout": 0.0,
-                  "positional_encoding": "none", "ffn_ratio": 0.25, "time_encoding": "bucket",
-                  "relative_time": "none", "norm_first": False, "activation": "relu",
-                  "output_projection": False, "residual_dropout": False},
+                  "positional_encoding": "none"},
 }
 
 
@@ -59,13 +58,15 @@ def build_model(workdir: Path, architecture: str = "default") -> Path:
     from journey_model.data.preprocessing import Preprocessor
     from journey_model.data.synth import generate
     from journey_model.inference.scorer import Scorer
+    from journey_model.models.atrank import ATRankConfig
     from journey_model.training.train import TrainConfig, train
 
     generate(root / "synth", customers=2000, seed=1, progress=False)
     prepare(PrepareConfig(events_dir=str(root / "synth"), out_dir=str(root / "prepared"), cutoff_strategy="labels",
                           label_horizon_days=30), progress=False)
     result = train(TrainConfig(data_dir=str(root / "prepared"), model="atrank", max_epochs=1,
-                               model_overrides=ARCHITECTURES[architecture],
+                               model_overrides=({**ATRankConfig.SAVED_BEFORE, **ARCHITECTURES[architecture]}
+                                                if architecture != "default" else {}),
                                limit_train_batches=BENCH_MODEL_STEPS, progress=False, output_dir=str(root / "runs")))
     Scorer(result.module.model, Preprocessor.load(root / "prepared")).save(bundle)
     return bundle
