@@ -179,6 +179,7 @@ def main() -> None:
                         help="the benchmark model's ATRank architecture when --model is not given (default: today's "
                              "default; one-block: the earlier one-block ATRank of the Spark 1M run)")
     parser.add_argument("--no-reasons-too", action="store_true", help="also score each size without reasons")
+    parser.add_argument("--no-reasons-only", action="store_true", help="score each size without reasons only")
     parser.add_argument("--max-minutes", type=float, default=10.0,
                         help="extrapolate sizes whose estimated scoring time is longer (default: %(default)s)")
     parser.add_argument("--torch-threads", type=int, default=1, help="intra-op threads; 0 = all cores (default: 1)")
@@ -200,7 +201,7 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     model = Path(args.model) if args.model else build_model(workdir, args.architecture)
     results = []
-    variants = [3, 0] if args.no_reasons_too else [3]
+    variants = [0] if args.no_reasons_only else [3, 0] if args.no_reasons_too else [3]
     worker_counts = [int(w) for w in args.workers.split(",")]
     runs = [(engine, workers) for engine in args.engines.split(",")
             for workers in (worker_counts if engine == "local" else [2])]  # Spark local[2]: two tasks at a time
