@@ -61,6 +61,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "- wide FFN, GELU, head mixing": ("atrank", {"ffn_ratio": 0.25, "activation": "relu", "output_projection": False,
                                                 "relu_projections": True}),
     "+ causal mask": ("atrank", {"causal": True}),
+    "+ rotary time (half the rotary pairs turn with time)": ("atrank", {"rotary_time": True}),
     "reference architecture": ("atrank", REFERENCE),
     "gru-bahdanau": ("gru-bahdanau", {}),
     "lstm-luong": ("lstm-luong", {}),

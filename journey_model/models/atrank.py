@@ -34,6 +34,7 @@ from journey_model.models.attention import (
     gather_last,
     masked_mean,
     rotary_tables,
+    rotary_time_tables,
 )
 from journey_model.models.base import JourneyModel, SequenceModelConfig, check_choice
 from journey_model.models.embedding import (
@@ -70,6 +71,8 @@ class ATRankConfig(SequenceModelConfig):
     # head) or "content" (bias + TiSASRec relative-time key and value embeddings). Off by default: over 3 seeds
     # the model learnt the order rule on every seed without it (0.97-1.00) and on two of three with it, at
     # about 40 % less CPU per training step (benchmarks/results/atrank_headline.json)
+    rotary_time: bool = False  # rotate queries and keys by each behaviour's time too (half the rotary pairs;
+    # qᵀk then depends on the time between two behaviours)
     norm_first: bool = True  # pre-norm blocks (+ a final LayerNorm); False = post-norm (reference)
     activation: str = "gelu"  # feed-forward activation: "relu" (reference) or "gelu"
     output_projection: bool = True  # mix the heads with one more Linear (Transformer); False = concatenate (reference)
@@ -80,7 +83,7 @@ class ATRankConfig(SequenceModelConfig):
     # Fields a model saved before they existed did not have; such a model was built with these values.
     SAVED_BEFORE: ClassVar[dict[str, object]] = {
         "ffn_ratio": 0.25, "time_encoding": "bucket", "relative_time": "none", "norm_first": False,
-        "time_trend_scale": 1.0, "type_pair_bias": False,
+        "time_trend_scale": 1.0, "type_pair_bias": False, "rotary_time": False,
         "activation": "relu", "output_projection": False, "residual_dropout": False,
     }
 
@@ -168,8 +171,16 @@ class ATRankEncoder(nn.Module):
                 )
             relative_time = (self.relative_time, self.relative_time.buckets(batch.time_gap, batch.time_gap))
         rotary = None
-        if self.config.positional_encoding == "rotary":
-            rotary = rotary_tables(x.shape[1], self.config.hidden_size // self.config.num_heads, x.device)
+        head_dim = self.config.hidden_size // self.config.num_heads
+        if self.config.rotary_time:
+            if batch.time_gap is None:
+                raise ValueError(
+                    "this model rotates attention by the time of each behaviour (rotary_time) but the batch has "
+                    "no time_gap: the examples were prepared by an older Journey; run `journey prepare` again"
+                )
+            rotary = rotary_time_tables(batch.time_gap, head_dim, self.config.positional_encoding == "rotary")
+        elif self.config.positional_encoding == "rotary":
+            rotary = rotary_tables(x.shape[1], head_dim, x.device)
         pair_bias = self.type_pair(batch.event_type, batch.event_type) if self.type_pair is not None else None
         attentions: dict[str, torch.Tensor] = {}
         for i, block in enumerate(self.blocks):

@@ -106,6 +106,37 @@ def rotary_tables(length: int, head_dim: int, device: torch.device, base: float 
     return angles.cos(), angles.sin()
 
 
+SECONDS_PER_DAY = 86400.0
+ROTARY_TIME_PERIODS_DAYS = (1 / 24, 365.0)  # shortest and longest period of the time rotations [days]
+
+
+def rotary_time_tables(
+    time_gap: torch.Tensor, head_dim: int, positions: bool = True, base: float = 10000.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cos, sin), each (B, 1, T, head_dim), that rotate queries and keys by each behaviour's TIME (and position).
+
+    ``time_gap`` (B, T) is seconds to the cut-off. Half of the rotation frequencies turn with the time, at periods
+    spread geometrically from an hour to a year, so that qᵀk depends on the time BETWEEN two behaviours (the
+    rotary counterpart of a relative-time bias, at no T² cost); with ``positions`` the other half turn with
+    the position as in :func:`rotary_tables` (fewer frequencies over the same range), else the time has them all."""
+    if head_dim % 4:
+        raise ValueError(f"rotary time needs a head width divisible by 4, got {head_dim}")
+    device = time_gap.device
+    pairs = head_dim // 2
+    n_time = pairs // 2 if positions else pairs
+    shortest, longest = ROTARY_TIME_PERIODS_DAYS
+    periods = shortest * (longest / shortest) ** torch.linspace(0.0, 1.0, n_time, device=device)
+    days = -time_gap.float() / SECONDS_PER_DAY  # (B, T): later behaviours have larger "times"
+    angles = days[..., None] * (2 * torch.pi / periods)  # (B, T, n_time)
+    if positions:
+        n_pos = pairs - n_time
+        frequency = base ** (-torch.arange(n_pos, device=device, dtype=torch.float32) / n_pos)
+        steps = torch.arange(time_gap.shape[1], device=device, dtype=torch.float32)[:, None] * frequency  # (T, n_pos)
+        angles = torch.cat([steps.expand(time_gap.shape[0], -1, -1), angles], dim=-1)  # (B, T, pairs)
+    angles = torch.cat([angles, angles], dim=-1)[:, None]  # (B, 1, T, head_dim)
+    return angles.cos(), angles.sin()
+
+
 def rotate(x: torch.Tensor, tables: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """x (B, heads, T, d) rotated by its position: then qᵀk depends on the two contents AND their offset."""
     cos, sin = tables
@@ -159,7 +190,8 @@ class MultiHeadAttention(nn.Module):
         """query (B, Tq, H) attends to memory (B, Tk, H) -> (B, Tq, H) and weights (B, heads, Tq, Tk) or None.
 
         ``relative_time``: a :class:`RelativeTime` and its (B, Tq, Tk) bucket ids (self-attention); ``rotary``
-        (cos, sin) tables of :func:`rotary_tables` rotate queries and keys by their positions (self-attention);
+        (cos, sin) tables of :func:`rotary_tables` or :func:`rotary_time_tables` rotate queries and keys by their
+        positions or times (self-attention);
         ``score_bias`` (B, heads, Tq, Tk) is added to the scores (e.g. :class:`TypePairBias`)."""
         B, Tq, H = query.shape
         q = self._split_heads(self.query, query)  # (B, heads, Tq, d)

@@ -19,7 +19,7 @@ import torch
 from journey_model.data.batch import SequenceBatch, collate_examples
 from journey_model.data.features import BOS_ID, EOS_ID, PAD_ID, BehaviourGroup, FeatureSpec
 from journey_model.models import ATRankConfig, ModelOutput, UnknownModelError, build_model, list_models
-from journey_model.models.attention import RelativeTime, TypePairBias
+from journey_model.models.attention import RelativeTime, TypePairBias, rotary_time_tables, rotate
 from journey_model.models.base import LEGACY_TRAINING_FIELDS
 from journey_model.models.registry import supported_tasks
 from journey_model.models.tasks import Task, UnsupportedTaskError
@@ -355,6 +355,49 @@ def test_relative_time_buckets_are_signed_and_logarithmic() -> None:
     term = relative.value_term(weights, ids[None])  # sum_j w_ij r_ij, computed per bucket
     expected = torch.einsum("bhij,ijd->bhid", weights, relative.values.weight[ids])
     torch.testing.assert_close(term, expected)
+
+
+def test_rotary_time_scores_depend_on_the_time_between_behaviours_only() -> None:
+    """With rotary time, qᵀk is the same when every behaviour moves by the same amount of time, and changes when
+    one behaviour moves alone (and positions keep their own half of the pairs)."""
+    torch.manual_seed(0)
+    q, k = torch.randn(2, 4, 5, 16), torch.randn(2, 4, 5, 16)
+    gaps = torch.tensor([[60.0, 30.0, 20.0, 3.0, 1.0], [9.0, 8.0, 7.0, 2.0, 0.5]]) * 86400.0
+
+    def scores(gap: torch.Tensor) -> torch.Tensor:
+        tables = rotary_time_tables(gap, 16, positions=True)
+        return rotate(q, tables) @ rotate(k, tables).transpose(-1, -2)
+
+    torch.testing.assert_close(scores(gaps + 11.5 * 86400.0), scores(gaps), atol=1e-3, rtol=1e-4)
+    moved = gaps.clone()
+    moved[:, 1] += 25 * 86400.0
+    assert not torch.allclose(scores(moved), scores(gaps), atol=1e-2)
+    # behaviours at one time: with positions their rotations still differ along the sequence, without they do not
+    same_times = torch.full((1, 5), 86400.0)
+    with_positions, _ = rotary_time_tables(same_times, 16, positions=True)
+    time_only, _ = rotary_time_tables(same_times, 16, positions=False)
+    assert not torch.allclose(with_positions[0, 0, 0], with_positions[0, 0, 1])
+    assert torch.allclose(time_only[0, 0], time_only[0, 0, :1].expand(5, -1))
+
+
+def test_rotary_time_tells_a_fee_two_weeks_after_a_complaint_from_one_six_weeks_after() -> None:
+    """The late-fee rule's question, asked of the attention alone: the same behaviours in the same order, only the
+    gap between complaint and fee differs; with rotary time the outcome differs, and the default config (off)
+    builds the same model as before."""
+    example = {
+        "event_type": [LOGIN, COMPLAINT, PAYMENT], "time_bucket": [6, 6, 6], "cat_item": [0, 3, 3],
+        "cat_channel": [1, 0, 1], "num_amount": [float("nan"), float("nan"), 1.0],
+    }
+    near = [90 * 86400.0, 45 * 86400.0, 35 * 86400.0]
+    far = [90 * 86400.0, 75 * 86400.0, 35 * 86400.0]
+    torch.manual_seed(1)
+    model = build("atrank", positional_encoding="none", time_encoding="bucket", rotary_time=True)
+    a = model(collate([dict(example, time_gap=near)])).outcome_logits
+    b = model(collate([dict(example, time_gap=far)])).outcome_logits
+    assert not torch.allclose(a, b, atol=1e-5)
+    plain = build("atrank", positional_encoding="none", time_encoding="bucket")
+    assert torch.allclose(plain(collate([dict(example, time_gap=near)])).outcome_logits,
+                          plain(collate([dict(example, time_gap=far)])).outcome_logits, atol=1e-6)
 
 
 def test_type_pair_bias_is_the_tables_entry_for_each_pair_and_starts_at_zero() -> None:
