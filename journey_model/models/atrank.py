@@ -95,6 +95,9 @@ class ATRankConfig(SequenceModelConfig):
         check_choice(self, "activation", self.activation, tuple(ACTIVATIONS))
         if self.num_blocks < 1:
             raise ValueError(f"ATRankConfig.num_blocks = {self.num_blocks}; expected >= 1")
+        if self.rotary_time and (self.hidden_size // self.num_heads) % 4:
+            raise ValueError(f"ATRankConfig.rotary_time needs hidden_size / num_heads divisible by 4; got "
+                             f"{self.hidden_size} / {self.num_heads} = {self.hidden_size // self.num_heads}")
 
     @property
     def ffn_width(self) -> int:

@@ -100,10 +100,15 @@ def rotary_tables(length: int, head_dim: int, device: torch.device, base: float 
     """(cos, sin), each (length, head_dim), of rotary position embeddings (Su et al. 2021, RoFormer)."""
     if head_dim % 2:
         raise ValueError(f"rotary positions need an even head width, got {head_dim}")
-    frequency = base ** (-torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)  # (d/2,)
-    angles = torch.arange(length, device=device, dtype=torch.float32)[:, None] * frequency  # (T, d/2)
+    angles = _position_angles(length, head_dim // 2, device, base)  # (T, d/2)
     angles = torch.cat([angles, angles], dim=-1)  # (T, d)
     return angles.cos(), angles.sin()
+
+
+def _position_angles(length: int, pairs: int, device: torch.device, base: float) -> torch.Tensor:
+    """(length, pairs) rotation angles of positions 0..length-1 at RoFormer's frequencies base^(-2i / 2·pairs)."""
+    frequency = base ** (-torch.arange(0, 2 * pairs, 2, device=device, dtype=torch.float32) / (2 * pairs))
+    return torch.arange(length, device=device, dtype=torch.float32)[:, None] * frequency
 
 
 SECONDS_PER_DAY = 86400.0
@@ -129,9 +134,7 @@ def rotary_time_tables(
     days = -time_gap.float() / SECONDS_PER_DAY  # (B, T): later behaviours have larger "times"
     angles = days[..., None] * (2 * torch.pi / periods)  # (B, T, n_time)
     if positions:
-        n_pos = pairs - n_time
-        frequency = base ** (-torch.arange(n_pos, device=device, dtype=torch.float32) / n_pos)
-        steps = torch.arange(time_gap.shape[1], device=device, dtype=torch.float32)[:, None] * frequency  # (T, n_pos)
+        steps = _position_angles(time_gap.shape[1], pairs - n_time, device, base)  # (T, pairs - n_time)
         angles = torch.cat([steps.expand(time_gap.shape[0], -1, -1), angles], dim=-1)  # (B, T, pairs)
     angles = torch.cat([angles, angles], dim=-1)[:, None]  # (B, 1, T, head_dim)
     return angles.cos(), angles.sin()

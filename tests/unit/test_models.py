@@ -378,12 +378,14 @@ def test_rotary_time_scores_depend_on_the_time_between_behaviours_only() -> None
     time_only, _ = rotary_time_tables(same_times, 16, positions=False)
     assert not torch.allclose(with_positions[0, 0, 0], with_positions[0, 0, 1])
     assert torch.allclose(time_only[0, 0], time_only[0, 0, :1].expand(5, -1))
+    with pytest.raises(ValueError, match="rotary_time needs hidden_size / num_heads divisible by 4"):
+        ATRankConfig(hidden_size=24, num_heads=4, rotary_time=True)  # 6 dims a head
 
 
 def test_rotary_time_tells_a_fee_two_weeks_after_a_complaint_from_one_six_weeks_after() -> None:
     """The late-fee rule's question, asked of the attention alone: the same behaviours in the same order, only the
-    gap between complaint and fee differs; with rotary time the outcome differs, and the default config (off)
-    builds the same model as before."""
+    gap between complaint and fee differs; with rotary time the outcome differs, without it (the default) the
+    two look alike to a model that reads time only through equal buckets."""
     example = {
         "event_type": [LOGIN, COMPLAINT, PAYMENT], "time_bucket": [6, 6, 6], "cat_item": [0, 3, 3],
         "cat_channel": [1, 0, 1], "num_amount": [float("nan"), float("nan"), 1.0],
