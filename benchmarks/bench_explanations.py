@@ -177,10 +177,12 @@ def deletion_drops(scorer: Scorer, batch, column: int, orders: list[np.ndarray],
     return top, random
 
 
-def timing(scorer: Scorer, examples: list[dict], method: str | None, per_call: int, repeats: int) -> float:
-    """Median ms per customer of ``method`` (None = plain forward) over calls of ``per_call`` customers."""
+def timing(scorer: Scorer, examples: list[dict], method: str | None, per_call: int, repeats: int,
+           config: AttributionConfig | None = None) -> float:
+    """Median ms per customer of ``method`` (None = plain forward) over calls of ``per_call`` customers,
+    every outcome explained (as batch scoring and the API do)."""
     batch = scorer.collate(examples[:per_call])
-    attribute_batch(scorer.model, batch, method) if method else scorer.model(batch)  # warm-up
+    attribute_batch(scorer.model, batch, method, config=config) if method else scorer.model(batch)  # warm-up
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
@@ -188,7 +190,7 @@ def timing(scorer: Scorer, examples: list[dict], method: str | None, per_call: i
             with torch.no_grad():
                 scorer.model(batch)
         else:
-            attribute_batch(scorer.model, batch, method)
+            attribute_batch(scorer.model, batch, method, config=config)
         times.append(time.perf_counter() - started)
     return 1000 * float(np.median(times)) / len(examples[:per_call])
 
@@ -206,8 +208,8 @@ def evaluate_model(name: str, scorer: Scorer, cases: pd.DataFrame, decoys: pd.Da
     cost = {"forward_1": timing(scorer, long_examples, None, 1, repeats),
             "forward_64": timing(scorer, long_examples, None, 64, max(3, repeats // 5))}
     for method in usable:
-        cost[f"{method}_1"] = timing(scorer, long_examples, method, 1, repeats)
-        cost[f"{method}_64"] = timing(scorer, long_examples, method, 64, max(3, repeats // 5))
+        cost[f"{method}_1"] = timing(scorer, long_examples, method, 1, repeats, config)
+        cost[f"{method}_64"] = timing(scorer, long_examples, method, 64, max(3, repeats // 5), config)
     print(f"{name}: cost ms/customer {json.dumps({k: round(v, 2) for k, v in cost.items()})}", flush=True)
     for task in outcomes:
         task_cases = cases[cases["target"] == task].head(max_cases)
@@ -287,6 +289,8 @@ def main() -> None:
     parser.add_argument("--max-cases", type=int, default=150, help="cases per outcome")
     parser.add_argument("--ig-steps", type=int, default=AttributionConfig.ig_steps)
     parser.add_argument("--recent-events", type=int, default=AttributionConfig.recent_events)
+    parser.add_argument("--screen-events", type=int, default=AttributionConfig.screen_events,
+                        help="screened-occlusion: events per outcome (largest rollout weight) left out one by one")
     parser.add_argument("--repeats", type=int, default=15, help="timing repetitions (one customer per call)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="benchmarks/results/explanations.json")
@@ -308,7 +312,8 @@ def main() -> None:
     rows = cases.attrs["rows"]
     print(f"cases per outcome: {cases.groupby('target').size().to_dict()}; decoys: "
           f"{decoys.groupby('target').size().to_dict()}; models: {list(bundles)}", flush=True)
-    config = AttributionConfig(ig_steps=args.ig_steps, recent_events=args.recent_events)
+    config = AttributionConfig(ig_steps=args.ig_steps, recent_events=args.recent_events,
+                               screen_events=args.screen_events)
     results = []
     for name, folder in bundles.items():
         scorer = Scorer.load(folder)  # a version-1 bundle (model.pt) loads with weights_only=True

@@ -286,8 +286,8 @@ class EventExplanation(BaseModel):
                                     examples=["7-15 days"])
     attention: dict[str, float] | None = Field(
         description="Per task, this event's importance by `explanation_method`: for attention methods its share of "
-        "the task's attention (sums to 1 over used events); for occlusion and integrated gradients the probability "
-        "points it adds (negative: it lowers the score). Null if unused.",
+        "the task's attention (sums to 1 over used events); for (screened) occlusion and integrated gradients the "
+        "probability points it adds (negative: it lowers the score). Null if unused.",
         examples=[{"churn": 0.22, "next_event": 0.05}],
     )
 
@@ -308,7 +308,8 @@ class CustomerExplanation(CustomerScore):
 
     explanation_method: str = Field(
         description="How event importances were computed: 'attention' (ATRank's task queries), 'attention-rollout', "
-        "'occlusion' (score drop when the event is left out) or 'integrated-gradients'; the default per model "
+        "'occlusion' (score drop when the event is left out), 'screened-occlusion' (the same, for the events "
+        "attention rollout ranks highest; 0 for the others) or 'integrated-gradients'; the default per model "
         "family is the one that found the planted causes best (README, 'Explanations').", examples=["attention"],
     )
     reason_codes: dict[str, list[ReasonCodeAnswer]] = Field(

@@ -422,8 +422,9 @@ def test_explain_gives_each_events_attention_per_task_and_the_top_reasons(client
     predicted = client.post("/predict", json={"customers": customers})
     assert explained.status_code == 200, explained.text
     for answer, plain, sent in zip(explained.json()["customers"], predicted.json()["customers"], customers, strict=True):
-        # Journey's default ATRank (two blocks) is explained by occlusion: the probability points each event adds
-        assert answer["explanation_method"] == "occlusion"
+        # Journey's default ATRank (two blocks) is explained by screened occlusion: the probability points each
+        # event adds (0 for the events its attention rollout did not rank among the highest)
+        assert answer["explanation_method"] == "screened-occlusion"
         for name, value in plain["scores"].items():
             assert abs(answer["scores"][name] - value) <= 1e-5
         assert [e["index"] for e in answer["events"]] == list(range(len(sent["events"])))

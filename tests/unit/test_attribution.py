@@ -26,6 +26,7 @@ from journey_model.inference.attribution import (
     METHOD_INTEGRATED_GRADIENTS,
     METHOD_OCCLUSION,
     METHOD_ROLLOUT,
+    METHOD_SCREENED_OCCLUSION,
     AttributionConfig,
     AttributionUnavailableError,
     attention_reads_events,
@@ -64,7 +65,7 @@ SPEC = FeatureSpec(
     item_field="item",
 )
 TINY = dict(field_dim=8, hidden_size=16, num_heads=2, dropout=0.0)
-SIGNED = (METHOD_INTEGRATED_GRADIENTS, METHOD_OCCLUSION)
+SIGNED = (METHOD_INTEGRATED_GRADIENTS, METHOD_OCCLUSION, METHOD_SCREENED_OCCLUSION)
 
 
 def planted_example(rng: random.Random, customer: str) -> tuple[dict[str, object], dict[str, int | None]]:
@@ -129,9 +130,10 @@ def planted_test() -> tuple[list[dict[str, object]], list[dict[str, int | None]]
 
 def test_deep_atrank_is_explained_by_occlusion_the_reference_by_its_attention(planted_models):
     """Journey's default ATRank mixes events across two blocks: its task-query weights do not single out the
-    planted event, so occlusion explains it by default; the one-block reference keeps its own attention."""
+    planted event, so (screened) occlusion explains it by default; the one-block reference keeps its own
+    attention."""
     assert not attention_reads_events(planted_models["atrank"])
-    assert default_method(planted_models["atrank"]) == METHOD_OCCLUSION
+    assert default_method(planted_models["atrank"]) == METHOD_SCREENED_OCCLUSION
     assert attention_reads_events(planted_models["atrank-reference"])
     assert default_method(planted_models["atrank-reference"]) == METHOD_ATTENTION
 
@@ -231,7 +233,7 @@ def test_integrated_gradients_are_complete_for_a_recurrent_model(planted_models,
 
 @pytest.mark.parametrize(("name", "method"), [("atrank", METHOD_ATTENTION), ("atrank", METHOD_ROLLOUT),
                                               ("atrank-reference", METHOD_INTEGRATED_GRADIENTS),
-                                              ("atrank", METHOD_OCCLUSION)])
+                                              ("atrank", METHOD_OCCLUSION), ("atrank", METHOD_SCREENED_OCCLUSION)])
 def test_padding_changes_nothing(planted_models, planted_test, name, method):
     model = planted_models[name]
     examples = planted_test[0]
@@ -276,6 +278,38 @@ def test_occlusion_prunes_old_events_into_one_coalition(planted_models, planted_
         assert np.allclose(old, old[0])  # the coalition's drop, shared equally
 
 
+@pytest.mark.parametrize("trained", [True, False])
+def test_screened_occlusion_leaves_out_the_events_rollout_ranks_highest(planted_models, planted_test, trained):
+    """Screened occlusion measures the very drops occlusion measures, on each outcome's top rollout events only
+    (0 elsewhere) -- and on all of a customer's events when none of those picked raises any outcome (an untrained
+    model's rollout says little, and that customer would get no reasons); screening every event is occlusion."""
+    torch.manual_seed(5)  # an untrained model whose top rollout events raise neither outcome for 5 of 24 customers
+    model = planted_models["atrank"] if trained else build_model("atrank", SPEC, tasks=["outcome"], **TINY).eval()
+    batch = collate(planted_test[0][:24])
+    full, _ = attribute_batch(model, batch, METHOD_OCCLUSION)
+    rollout, _ = attribute_batch(model, batch, METHOD_ROLLOUT)
+    k = 2
+    screened, _ = attribute_batch(model, batch, METHOD_SCREENED_OCCLUSION, config=AttributionConfig(screen_events=k))
+    assert screened.method == METHOD_SCREENED_OCCLUSION
+    tasks = ("churn", "default")
+    silent_rows = 0
+    for b in range(batch.batch_size):
+        n = int(batch.lengths[b])
+        picked = sorted(set().union(*(np.argsort(-rollout.of(t, b), kind="stable")[:k].tolist() for t in tasks)))
+        silent = not any((full.of(t, b)[picked] > 0).any() for t in tasks)
+        silent_rows += silent
+        for task in tasks:
+            values, expected = screened.of(task, b), full.of(task, b).copy()
+            if not silent:
+                expected[[p for p in range(n) if p not in picked]] = 0.0
+            np.testing.assert_allclose(values, expected, atol=1e-6)
+    assert silent_rows < batch.batch_size if trained else 0 < silent_rows < batch.batch_size
+    everything, _ = attribute_batch(model, batch, METHOD_SCREENED_OCCLUSION,
+                                    config=AttributionConfig(screen_events=batch.mask.shape[1]))
+    for task in tasks:
+        np.testing.assert_allclose(everything.importance[task], full.importance[task], atol=1e-6)
+
+
 # ---------------------------------------------------------------------------------------------- availability
 
 
@@ -286,6 +320,8 @@ def test_methods_a_model_cannot_support_fail_clearly(planted_models):
         check_method(bag, METHOD_ATTENTION)
     with pytest.raises(AttributionUnavailableError, match="no self-attention blocks"):
         check_method(planted_models["gru-bahdanau"], METHOD_ROLLOUT)
+    with pytest.raises(AttributionUnavailableError, match="no self-attention blocks"):
+        check_method(planted_models["gru-bahdanau"], METHOD_SCREENED_OCCLUSION)
     with pytest.raises(AttributionUnavailableError, match="unknown attribution method"):
         check_method(bag, "shap")
     markov = build_model("markov", SPEC)
@@ -357,7 +393,7 @@ def prepared_rows(synthetic_journeys):
     return Preprocessor.load(ds), rows.slice(0, 12)
 
 
-@pytest.mark.parametrize(("name", "method"), [("atrank", METHOD_OCCLUSION), ("atrank-reference", METHOD_ATTENTION),
+@pytest.mark.parametrize(("name", "method"), [("atrank", METHOD_SCREENED_OCCLUSION), ("atrank-reference", METHOD_ATTENTION),
                                               ("gru-attn", METHOD_OCCLUSION), ("bag", METHOD_INTEGRATED_GRADIENTS)])
 def test_explain_rows_gives_the_default_methods_importances_reasons_and_reason_codes(prepared_rows, name, method):
     preprocessor, rows = prepared_rows
