@@ -82,7 +82,7 @@ def synth_events(workdir: Path, customers: int) -> Path:
 
 
 def run_one(model: str, events: str, out: str, top_reasons: int, torch_threads: int, workers: int,
-            engine: str = "local") -> None:
+            engine: str = "local", explain: str = "flagged", reason_method: str = "auto") -> None:
     """Runs in the child process: score once, print the report as JSON."""
     from dataclasses import asdict
 
@@ -91,7 +91,8 @@ def run_one(model: str, events: str, out: str, top_reasons: int, torch_threads: 
     report = score_batch(BatchScoringConfig(model=model, events_dir=events, out_dir=out, cutoff="2025-01-01",
                                             top_reasons=top_reasons, torch_threads=torch_threads,
                                             workers=workers, engine=engine, spark_master="local[2]",
-                                            progress=False), overwrite=True)
+                                            explain=explain, reason_method=reason_method, progress=False),
+                           overwrite=True)
     print(json.dumps(asdict(report)))
 
 
@@ -111,12 +112,12 @@ def folder_mb(folder: Path) -> float:
 
 
 def measure(model: Path, events: Path, out: Path, top_reasons: int, torch_threads: int, workers: int,
-            engine: str = "local") -> dict:
+            engine: str = "local", explain: str = "flagged", reason_method: str = "auto") -> dict:
     shutil.rmtree(out, ignore_errors=True)  # a finished job in the folder would be kept, not redone
     load_before = os.getloadavg()
     started = time.perf_counter()
     child = subprocess.Popen([sys.executable, __file__, "--child", str(model), str(events), str(out),
-                              str(top_reasons), str(torch_threads), str(workers), engine],
+                              str(top_reasons), str(torch_threads), str(workers), engine, explain, reason_method],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     process, peak_tree = psutil.Process(child.pid), 0.0
     while child.poll() is None:
@@ -189,12 +190,16 @@ def main() -> None:
                         "--workers is ignored there) or both, comma-separated (default: %(default)s)")
     parser.add_argument("--raw-forward", action="store_true",
                         help="also time Scorer.forward alone at the scorer's batch size (the ratio's denominator)")
+    parser.add_argument("--explain", default="flagged", choices=["flagged", "all"],
+                        help="who gets reasons in the runs with reasons (default: %(default)s, as journey score)")
+    parser.add_argument("--reason-methods", default="auto", help="attribution methods of the runs with reasons, "
+                        "comma-separated to compare (default: %(default)s = the model's own)")
     parser.add_argument("--out", help="write the results as JSON here")
-    parser.add_argument("--child", nargs=7, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=9, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         run_one(args.child[0], args.child[1], args.child[2], int(args.child[3]), int(args.child[4]),
-                int(args.child[5]), args.child[6])
+                int(args.child[5]), args.child[6], args.child[7], args.child[8])
         return
 
     workdir = Path(args.workdir)
@@ -205,17 +210,20 @@ def main() -> None:
     worker_counts = [int(w) for w in args.workers.split(",")]
     runs = [(engine, workers) for engine in args.engines.split(",")
             for workers in (worker_counts if engine == "local" else [2])]  # Spark local[2]: two tasks at a time
+    methods = args.reason_methods.split(",")
     for size in sorted(int(float(s)) for s in args.sizes.split(",")):
-        for top_reasons in variants:
+        for top_reasons, method in [(t, m) for t in variants for m in (methods if t else ["-"])]:
             for engine, workers in runs:
                 measured = [r for r in results if r["top_reasons"] == top_reasons and r["workers"] == workers
-                            and r["engine"] == engine and not r["extrapolated"]]
+                            and r["engine"] == engine and r.get("reason_method") == method
+                            and not r["extrapolated"]]
                 if measured:
                     rate = measured[-1]["customers_per_second"]
                     if size / rate / 60 > args.max_minutes:
                         last = measured[-1]
                         results.append({"customers": size, "top_reasons": top_reasons, "workers": workers,
-                                        "engine": engine, "extrapolated": True, "customers_per_second": rate,
+                                        "engine": engine, "reason_method": method, "extrapolated": True,
+                                        "customers_per_second": rate,
                                         "seconds": size / rate, "peak_rss_mb": last["peak_rss_mb"],
                                         "note": f"estimated from the {last['customers']:,}-customer run"})
                         print(f"{size:>9,} customers, {engine}, reasons={top_reasons}, workers={workers}: estimated "
@@ -223,9 +231,12 @@ def main() -> None:
                         continue
                 events = synth_events(workdir, size)
                 report = measure(model, events, workdir / f"scores_{size}_{top_reasons}_{engine}_{workers}",
-                                 top_reasons, args.torch_threads, workers, engine)
+                                 top_reasons, args.torch_threads, workers, engine, args.explain,
+                                 "auto" if method == "-" else method)
                 row = {"customers": report["customers"], "top_reasons": top_reasons, "engine": engine,
                        "workers": workers, "extrapolated": False, "events": report["events"],
+                       "reason_method": method, "reasons_by": report.get("reason_method"),
+                       "explain": args.explain if top_reasons else None,
                        "seconds": report["seconds"], "customers_per_second": report["customers_per_second"],
                        "peak_rss_mb": report["peak_rss_mb"], "peak_rss_sum_mb": report["peak_rss_sum_mb"],
                        "partitions": report["partitions"], "partitioning": report.get("partitioning", "spill"),
@@ -234,7 +245,8 @@ def main() -> None:
                        "torch_threads": args.torch_threads or "default",
                        "load_average_before": report["load_average_before"]}
                 results.append(row)
-                print(f"{row['customers']:>9,} customers ({row['events']:,} events), {engine}, reasons={top_reasons}, "
+                print(f"{row['customers']:>9,} customers ({row['events']:,} events), {engine}, reasons={top_reasons} "
+                      f"({row['reasons_by']}, explain {row['explain']}), "
                       f"workers={workers}, {row['partitions']} partitions ({row['partitioning']}): {row['seconds']:.1f} s, {row['customers_per_second']:,.0f} customers/s, "
                       f"peak RSS {row['peak_rss_mb']:,.0f} MiB (report), {row['peak_rss_sum_mb']:,.0f} MiB "
                       f"(sum over processes, sampled), output {row['output_mb']:,.0f} MiB; load before "

@@ -75,6 +75,12 @@ from journey_model.data.partitioning import (
 from journey_model.data.prepare_spark import open_session
 from journey_model.data.schema import CUSTOMER_ID, TIMESTAMP, TIMESTAMP_TYPE, conform_table
 from journey_model.data.sequences import CUTOFF, encode_examples, timestamps_to_micros
+from journey_model.inference.attribution import (
+    METHODS,
+    AttributionUnavailableError,
+    check_method,
+    default_method,
+)
 from journey_model.inference.explain import (
     REASON_CODE_TYPE,
     REASON_TYPE,
@@ -89,6 +95,8 @@ log = logging.getLogger(__name__)
 
 MANIFEST_FILE = "_manifest.json"
 EXPLAIN_CHOICES = ("flagged", "all", "none")
+REASON_METHOD_AUTO = "auto"  # the model's own default attribution method, as the API and the dashboard use
+REASON_METHOD_CHOICES = (REASON_METHOD_AUTO, *METHODS)
 JOB_FILE = "job.json"  # the job state: cut-off, spill done, partition count
 CUTOFF_NOW = "now"
 CUTOFF_LAST_EVENT = "last-event"
@@ -132,6 +140,11 @@ class BatchScoringConfig:
         "the lists a team works; every customer when the model has no operating point), 'all', or 'none'. "
         "Reasons cost up to ~20 forward passes per customer for recurrent models (occlusion)",
         choices=EXPLAIN_CHOICES)
+    reason_method: str = option(
+        REASON_METHOD_AUTO, "how reasons are found: 'auto' = the model's default attribution method (the one the API "
+        "and the dashboard use, so a customer gets the same reasons everywhere), or a method by name; see the "
+        "README's Explanations for what each costs and how often it finds the planted causes",
+        choices=REASON_METHOD_CHOICES)
     chunk_customers: int = option(1024, "customers scored together; bounds the scoring pass's memory [customers]")
     events_per_partition: int = option(2_000_000, "events per spill partition / Spark group; bounds memory and "
                                        "resume granularity [events]")
@@ -162,6 +175,9 @@ class BatchScoringConfig:
             raise BatchScoringError(f"partitioning {self.partitioning!r}: expected one of {list(PARTITIONING_CHOICES)}")
         if self.explain not in EXPLAIN_CHOICES:
             raise BatchScoringError(f"explain {self.explain!r}: expected one of {list(EXPLAIN_CHOICES)}")
+        if self.reason_method not in REASON_METHOD_CHOICES:
+            raise BatchScoringError(f"reason_method {self.reason_method!r}: expected one of "
+                                    f"{list(REASON_METHOD_CHOICES)}")
         if self.explain == "none":
             self.top_reasons = 0
         if self.pseudonymise and self.engine != "local":
@@ -201,6 +217,7 @@ class BatchScoringReport:
     # how the local engine cut the input: "spill" (by customer hash) or "input" (the input's own row groups, no
     # spill: no customer spans two of them); "spark" for the Spark engine's hash buckets
     partitioning: str = "spill"
+    reason_method: str | None = None  # the attribution method the reasons came from; None: no reasons asked
 
 
     def summary(self) -> str:
@@ -217,6 +234,8 @@ class BatchScoringReport:
                          f"({reasons})")
         if self.events_after_cutoff:
             lines.append(f"  {self.events_after_cutoff:,} events at or after the cut-off were not used")
+        if self.reason_method:
+            lines.append(f"  reasons by {self.reason_method}")
         if self.resumed_partitions:
             lines.append(f"  resumed: {self.resumed_partitions} of {self.partitions} partitions were already done")
         return "\n".join(lines)
@@ -266,13 +285,14 @@ def output_schema(scorer: Scorer, top_reasons: int) -> pa.Schema:
 
 def score_events_table(
     scorer: Scorer, identity: ModelIdentity, events: pa.Table, cutoff_micros: int | None, top_reasons: int,
-    explain: str = "all",
+    explain: str = "all", reason_method: str | None = None,
 ) -> tuple[pa.Table, int]:
     """Score every customer of ``events`` (canonical) at one cut-off (None: just after each one's last event).
 
     Returns the output rows (see :func:`output_schema`) of the customers with at least one event before the
     cut-off, and how many customers had none (not scored). ``explain`` says who gets reasons (see
-    :class:`BatchScoringConfig`); the others get empty reason lists and a null ``reasons``.
+    :class:`BatchScoringConfig`); the others get empty reason lists and a null ``reasons``. ``reason_method``:
+    the attribution method (None: the model's default).
     """
     customers = pc.unique(events.column(CUSTOMER_ID))
     if cutoff_micros is None:  # as Scorer.score_events: one microsecond after each customer's last event
@@ -292,7 +312,8 @@ def score_events_table(
     frame, explanations = scorer.score_rows(rows), []
     if top_reasons:
         chosen = _to_explain(scorer, frame, explain)
-        _, explained = explain_rows(scorer, rows.filter(pa.array(chosen)), top_k=top_reasons, with_events=False)
+        _, explained = explain_rows(scorer, rows.filter(pa.array(chosen)), top_k=top_reasons, with_events=False,
+                                    method=reason_method)
         found = iter(explained)
         explanations = [next(found) if wanted else None for wanted in chosen]
     arrays = {
@@ -330,7 +351,24 @@ def _fingerprint(config: BatchScoringConfig, identity: ModelIdentity, files: lis
     }
     if key is not None:  # only then, so that fingerprints of earlier jobs stay valid
         facts["pseudonym_key"] = key_id(key)
+    if config.reason_method != REASON_METHOD_AUTO and config.top_reasons:  # likewise
+        facts["reason_method"] = config.reason_method
     return fingerprint(facts)
+
+
+def reason_method_of(config: BatchScoringConfig, scorer: Scorer) -> str | None:
+    """The attribution method this job's reasons come from (None when it writes none); a method the model cannot
+    use is refused before any scoring, naming the option."""
+    if not config.top_reasons:
+        return None
+    try:
+        if config.reason_method == REASON_METHOD_AUTO:
+            return default_method(scorer)
+        check_method(scorer, config.reason_method)
+    except AttributionUnavailableError as error:
+        raise BatchScoringError(f"reason_method (--reason-method {config.reason_method}): {error}; or write no "
+                                f"reasons (--explain none)") from error
+    return config.reason_method
 
 
 def _with_pseudonyms(key: bytes) -> Callable[[pa.Table], pa.Table]:
@@ -354,6 +392,7 @@ class _LocalJob:
         self.dataset = scorer.preprocessor.dataset
         self.key = key_from_env() if config.pseudonymise else None
         self.fingerprint = _fingerprint(config, identity, self.files, self.key)
+        self.reason_method = reason_method_of(config, scorer)
         self.output = ResumableJob(config.out_dir, self.fingerprint, state_file=JOB_FILE, manifest_file=MANIFEST_FILE)
         self.out, self.work = self.output.out, self.output.work
         self.overwrite = overwrite
@@ -438,7 +477,8 @@ class _LocalJob:
                 for chunk in _customer_chunks(events, self.config.chunk_customers):
                     try:
                         table, n_skipped = score_events_table(self.scorer, self.identity, chunk, cutoff,
-                                                              self.config.top_reasons, self.config.explain)
+                                                              self.config.top_reasons, self.config.explain,
+                                                              self.reason_method)
                     except READ_ERRORS as error:  # values a corrupt input page decoded to (read without error)
                         raise BatchScoringError(self._bad_partition(partition, chunk, error)) from error
                     writer.write_table(table)
@@ -619,6 +659,7 @@ def _score_local(config: BatchScoringConfig, overwrite: bool, opener: ModelOpene
         seconds=seconds, customers_per_second=customers / seconds if seconds else 0.0,
         peak_rss_mb=peak_rss_mb() + workers_peak, files=[f"part-{p:05d}.parquet" for p in range(state["partitions"])],
         ineligible=ineligible, partitioning=PARTITIONING_SPILL if job.input_partitions is None else INPUT_PARTITIONS,
+        reason_method=job.reason_method,
     )
     job.output.finish({**asdict(report), "config": asdict(config), "model_uri": identity.uri,
                        "artifact_hash": identity.artifact_hash,
@@ -706,6 +747,7 @@ def score_spark(config: BatchScoringConfig, *, overwrite: bool = False, spark: A
     scorer, identity = opener(config.model)
     cutoff = resolve_cutoff(config.cutoff)
     schema = output_schema(scorer, config.top_reasons)
+    reason_method = reason_method_of(config, scorer)
     spark = open_session("journey-score", config.spark_master, spark, config.progress)
     spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")  # read back as UTC, not INT96
 
@@ -734,7 +776,7 @@ def score_spark(config: BatchScoringConfig, *, overwrite: bool = False, spark: A
         table = conform_table(pa.Table.from_pandas(frame, preserve_index=False), model.preprocessor.dataset,
                               source="spark group")
         model_identity = ModelIdentity(name=names[0], version=names[1], uri=names[2])
-        scored, _ = score_events_table(model, model_identity, table, cutoff, top_reasons, explain)
+        scored, _ = score_events_table(model, model_identity, table, cutoff, top_reasons, explain, reason_method)
         return scored.to_pandas(timestamp_as_object=False)
 
     scored = (events.withColumn("_bucket", F.pmod(F.xxhash64(CUSTOMER_ID), F.lit(buckets)))
@@ -756,7 +798,7 @@ def score_spark(config: BatchScoringConfig, *, overwrite: bool = False, spark: A
         customers=customers, skipped_no_history=all_customers - customers, events=total_events,
         events_after_cutoff=after, partitions=buckets, resumed_partitions=0, seconds=seconds,
         customers_per_second=customers / seconds if seconds else 0.0, peak_rss_mb=peak_rss_mb(), engine="spark",
-        ineligible=ineligible, partitioning="spark",
+        ineligible=ineligible, partitioning="spark", reason_method=reason_method,
     )
     if out is not None:
         write_json_atomic(out / MANIFEST_FILE, {**asdict(report), "config": asdict(config), "model_uri": identity.uri,

@@ -114,7 +114,7 @@ def test_every_customer_is_scored_once_with_the_scorers_scores_and_reasons(model
     assert set(scored["model_version"]) == {identity.version} and set(scored["model_name"]) == {"bundle"}
     assert set(scored["cutoff"]) == {pd.Timestamp(CUTOFF, tz="UTC")}
 
-    # Journey's default ATRank is explained by occlusion: outcome tasks only, signed probability points
+    # Journey's default ATRank is explained by screened occlusion: outcome tasks only, signed probability points
     # (a task whose every event moves the score by nothing has no reasons for that customer)
     tasks = {"churn", "default", "uptake"}
     seen: set[str] = set()
@@ -275,6 +275,33 @@ def test_cli_scores_and_explains_bad_options(model, tmp_path, capsys):
     assert journey(["-q", "score", "--model", str(tmp_path / "missing"), "--events", str(model.synth), "--out",
                     str(tmp_path / "other")]) == 1
     assert "neither a model bundle folder" in capsys.readouterr().err
+
+
+def test_reasons_come_from_the_method_asked_for_and_one_the_model_cannot_use_is_refused(model, tmp_path, capsys):
+    from journey_model.inference.attribution import default_method
+
+    default = score_batch(config(model, tmp_path / "default", explain="all"))
+    assert default.reason_method == default_method(Scorer.load(model.bundle))
+    rollout = score_batch(config(model, tmp_path / "rollout", explain="all", reason_method="attention-rollout"))
+    assert rollout.reason_method == "attention-rollout" and rollout.customers == default.customers
+    assert json.loads((tmp_path / "rollout" / MANIFEST_FILE).read_text())["reason_method"] == "attention-rollout"
+    assert "reasons by attention-rollout" in rollout.summary()
+    by_default = read_scores(tmp_path / "default").to_pandas().set_index("customer_id").sort_index()
+    by_rollout = read_scores(tmp_path / "rollout").to_pandas().set_index("customer_id").sort_index()
+    assert_same_scores(by_rollout.reset_index(), by_default)  # the method changes the reasons, never the scores
+    weights = [r["weight"] for reasons in by_rollout["top_reasons"] for r in reasons]
+    assert weights and all(0.0 < w <= 1.0 + 1e-6 for w in weights)  # shares of attention, not probability points
+    assert any(list(a) != list(b) for a, b in zip(by_default["top_reasons"], by_rollout["top_reasons"], strict=True))
+    # another method is another job: the same folder is not silently resumed with the other method's reasons
+    with pytest.raises(BatchScoringError, match="already holds"):
+        score_batch(config(model, tmp_path / "rollout", explain="all", reason_method="occlusion"))
+
+    code = journey(["-q", "score", "--model", str(model.bundle), "--events", str(model.synth), "--out",
+                    str(tmp_path / "refused"), "--cutoff", CUTOFF, "--reason-method", "integrated-gradients"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err
+    assert "--reason-method integrated-gradients" in err and "pre-norm" in err, err
+    assert not (tmp_path / "refused").exists() or not any((tmp_path / "refused").glob("part-*"))
 
 
 # ------------------------------------------------------------------------------------------ damaged input, pseudonyms
