@@ -16,7 +16,9 @@ Peak RSS is measured twice: the job's own report (its process plus each worker's
 every 0.2 s with psutil, the largest sum of the RSS of the scoring process and all its children at one time.
 ``--raw-forward`` also times :meth:`Scorer.forward` alone on already-encoded customers at the scorer's batch
 size (one process, ``--torch-threads`` threads) for the ratio scoring / raw forward; with N workers the
-ratio is taken against N times the one-process figure (N cores each running the forward alone).
+ratio is taken against N times the one-process figure (N cores each running the forward alone) and against
+N processes timed side by side over the same window (``scoring_to_raw_forward_side_by_side``: what the cores
+give together when all are busy, which on shared vCPUs is less than N times one).
 
 Sizes whose scoring would take longer than ``--max-minutes`` are not run but extrapolated from the
 largest size measured (customers/s and peak RSS carried over), and marked so in the results.
@@ -138,8 +140,10 @@ def measure(model: Path, events: Path, out: Path, top_reasons: int, torch_thread
     return report
 
 
-def raw_forward(model: Path, events: Path, torch_threads: int, customers: int = 2048, seconds: float = 10.0) -> dict:
-    """Customers/s of Scorer.forward alone on encoded customers of ``events`` at the scorer's batch size."""
+def raw_forward(model: Path, events: Path, torch_threads: int, customers: int = 2048, seconds: float = 10.0,
+                start_at: float | None = None) -> dict:
+    """Customers/s of Scorer.forward alone on encoded customers of ``events`` at the scorer's batch size
+    (timed from ``start_at``, a ``time.time()``, when given: processes started together time the same window)."""
     import pandas as pd
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -161,6 +165,8 @@ def raw_forward(model: Path, events: Path, torch_threads: int, customers: int = 
     batch = scorer.batch_size
     batches = [rows[i:i + batch] for i in range(0, len(rows) - batch + 1, batch)]
     scorer.forward(batches[0])
+    if start_at is not None:
+        time.sleep(max(0.0, start_at - time.time()))
     passes, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds or passes < 3:
         scorer.forward(batches[passes % len(batches)])
@@ -169,6 +175,20 @@ def raw_forward(model: Path, events: Path, torch_threads: int, customers: int = 
     mean_events = sum(r["length"] for r in rows) / len(rows)
     return {"batch": batch, "customers_per_second": rate, "torch_threads": torch_threads or "default",
             "mean_input_events": mean_events}
+
+
+def raw_forward_side_by_side(model: Path, events: Path, torch_threads: int, processes: int) -> dict:
+    """Summed customers/s of ``processes`` raw forwards timed over the same window: what the cores give together
+    (two vCPUs rarely give twice one), the denominator for a job of that many workers."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    start_at = time.time() + 30.0  # after every process has loaded the model and encoded its customers
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+        runs = list(pool.map(raw_forward, [model] * processes, [events] * processes, [torch_threads] * processes,
+                             [2048] * processes, [10.0] * processes, [start_at] * processes))
+    return {**runs[0], "processes": processes, "customers_per_second": sum(r["customers_per_second"] for r in runs),
+            "per_process": [r["customers_per_second"] for r in runs]}
 
 
 def main() -> None:
@@ -257,8 +277,17 @@ def main() -> None:
         raw = raw_forward(model, events, args.torch_threads)
         print(f"raw forward at batch {raw['batch']}: {raw['customers_per_second']:,.0f} customers/s "
               f"({raw['mean_input_events']:.0f} input events per customer)", flush=True)
+        together = {}
+        for n in sorted({r["workers"] for r in results if r["workers"] > 1}):
+            together[n] = raw_forward_side_by_side(model, events, args.torch_threads, n)
+            print(f"raw forward, {n} processes side by side: {together[n]['customers_per_second']:,.0f} customers/s "
+                  f"({', '.join(f'{v:,.0f}' for v in together[n]['per_process'])})", flush=True)
+        raw["side_by_side"] = {str(n): r for n, r in together.items()}
         for row in results:
             row["scoring_to_raw_forward"] = row["customers_per_second"] / (raw["customers_per_second"] * row["workers"])
+            if row["workers"] in together:  # the same number of processes forwarding at once: the cores' real total
+                row["scoring_to_raw_forward_side_by_side"] = (row["customers_per_second"]
+                                                              / together[row["workers"]]["customers_per_second"])
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"model": str(model), "results": results, "raw_forward": raw,
