@@ -73,9 +73,9 @@ POOLED_TASK = "all_tasks"  # the task name of a pooling attention that every tas
 # so the recurrent family gets leave-one-out occlusion (0.38-0.46 / 0.98-0.99 / 0.95-0.96; integrated gradients
 # tie it at up to 4 x the cost), and the bag integrated gradients (exact for its linear read, and cheapest).
 # Journey's default ATRank (two pre-norm blocks) mixes events before its task query reads them, so its own
-# attention is at random there; it gets screened occlusion (benchmarks/results/explanations_screened16.json,
+# attention is at random there; it gets screened occlusion (benchmarks/results/explanations_screened.json,
 # 2026-12-03: precision@3 0.53 / 0.95 / 0.92, precision@1 1.00 / 0.94 / 0.91 -- the same as full occlusion's
-# 0.51 / 0.95 / 0.92 and 1.00 / 0.94 / 0.91 -- at 19 instead of 119 forward passes per 100-event customer).
+# 0.51 / 0.95 / 0.92 and 1.00 / 0.94 / 0.91 -- at about a fifth of the cost: 24 vs 114 x a forward pass).
 DEFAULT_METHOD = METHOD_ATTENTION
 FAMILY_DEFAULTS: dict[type, str] = {
     ATRank: METHOD_ATTENTION,
