@@ -26,7 +26,7 @@ marked done and redoes the others (a redone partition replaces its part atomical
 missing or written twice. The cut-off "now" is fixed when the job starts and kept for the resumed run.
 
 The Spark engine (:func:`score_spark`) runs the same per-customer scoring with
-``groupBy(bucket).applyInPandas`` over customer-hash buckets: the model bundle is shipped to the executors
+``groupBy(bucket).applyInArrow`` over customer-hash buckets: the model bundle is shipped to the executors
 with ``SparkContext.addFile`` and loaded once per Python worker; Spark writes the output with its own
 commit protocol (``_SUCCESS`` marks a complete job).
 """
@@ -154,7 +154,7 @@ class BatchScoringConfig:
         "when their customer-id ranges (Parquet statistics) show that no customer spans two of them and none "
         "holds more than events_per_partition events, else spills by customer hash; 'spill' always spills",
         choices=PARTITIONING_CHOICES)
-    engine: str = option("local", "local: streaming in this process; spark: applyInPandas on a Spark session",
+    engine: str = option("local", "local: streaming in this process; spark: applyInArrow on a Spark session",
                          choices=ENGINES)
     spark_master: str | None = option(None, "Spark master when no session runs; none = local[2]")
     torch_threads: int = option(1, "intra-op threads of the local engine (per worker process); 0 = all cores. "
@@ -709,7 +709,7 @@ def _executor_scorer(bundle_name: str) -> Scorer:
 
 
 def spark_schema_ddl(schema: pa.Schema) -> str:
-    """The Spark DDL of the output schema (applyInPandas needs it up front)."""
+    """The Spark DDL of the output schema (applyInArrow needs it up front)."""
     def ddl(kind: pa.DataType) -> str:
         if pa.types.is_string(kind):
             return "string"
@@ -732,7 +732,7 @@ def spark_schema_ddl(schema: pa.Schema) -> str:
 
 def score_spark(config: BatchScoringConfig, *, overwrite: bool = False, spark: Any = None,
                 opener: ModelOpener = open_bundle) -> BatchScoringReport:
-    """The same job on Spark: customer-hash buckets -> applyInPandas -> Parquet parts under ``out_dir``.
+    """The same job on Spark: customer-hash buckets -> applyInArrow -> Parquet parts under ``out_dir``.
 
     Uses ``spark`` or the running SparkSession; else starts one — on the master ``spark-submit`` was given,
     or on ``config.spark_master`` (default ``local[2]``). The session time zone is set to UTC so that event
@@ -770,17 +770,17 @@ def score_spark(config: BatchScoringConfig, *, overwrite: bool = False, spark: A
     names = (identity.name, identity.version, identity.uri)
     bundle_name, top_reasons, explain = bundle.name, config.top_reasons, config.explain
 
-    def score_group(frame: pd.DataFrame) -> pd.DataFrame:
-        """Runs on the executors: one bucket of whole customers -> their output rows."""
+    def score_group(bucket: pa.Table) -> pa.Table:
+        """Runs on the executors: one bucket of whole customers -> their output rows (Arrow in and out, as
+        ``journey prepare --engine spark`` runs its buckets: no pandas round trip of the events)."""
         model = _executor_scorer(bundle_name)
-        table = conform_table(pa.Table.from_pandas(frame, preserve_index=False), model.preprocessor.dataset,
-                              source="spark group")
+        table = conform_table(bucket, model.preprocessor.dataset, source="spark group")
         model_identity = ModelIdentity(name=names[0], version=names[1], uri=names[2])
         scored, _ = score_events_table(model, model_identity, table, cutoff, top_reasons, explain, reason_method)
-        return scored.to_pandas(timestamp_as_object=False)
+        return scored
 
     scored = (events.withColumn("_bucket", F.pmod(F.xxhash64(CUSTOMER_ID), F.lit(buckets)))
-              .groupBy("_bucket").applyInPandas(score_group, schema=spark_schema_ddl(schema)))
+              .groupBy("_bucket").applyInArrow(score_group, schema=spark_schema_ddl(schema)))
     scored.write.mode("overwrite").parquet(config.out_dir)
     shutil.rmtree(staging, ignore_errors=True)
 
