@@ -20,6 +20,8 @@ itself (``atrank-reference``'s architecture with Adam), and the zoo's recurrent 
     .venv/bin/python benchmarks/bench_atrank_ablation.py --customers 6000 --epochs 8 --seeds 0,1,2 \\
         --out benchmarks/results/atrank_ablation.json
     .venv/bin/python benchmarks/bench_atrank_ablation.py --customers 800 --epochs 1 --seeds 0 --only default  # smoke
+    # merge result files into one table, with each variant minus gru-bahdanau paired by seed (t-test)
+    .venv/bin/python benchmarks/bench_atrank_ablation.py --results A.json B.json --paired-against gru-bahdanau
 """
 
 from __future__ import annotations
@@ -62,6 +64,9 @@ VARIANTS: dict[str, tuple[str, dict]] = {
                                                 "relu_projections": True}),
     "+ causal mask": ("atrank", {"causal": True}),
     "+ rotary time (half the rotary pairs turn with time)": ("atrank", {"rotary_time": True}),
+    "+ linear time (tanh of days / 30 and / 365 beside log-minutes)": ("atrank", {"linear_time": True}),
+    "+ dropout 0.2": ("atrank", {"dropout": 0.2}),
+    "+ AdamW, weight decay 0.05": ("atrank", {"optimizer": "adamw", "weight_decay": 0.05}),
     "reference architecture": ("atrank", REFERENCE),
     "gru-bahdanau": ("gru-bahdanau", {}),
     "lstm-luong": ("lstm-luong", {}),
@@ -153,7 +158,7 @@ def run_one(prepared: Path, truth: pd.DataFrame, model: str, overrides: dict, se
     scorer = Scorer(result.module.model, Preprocessor.load(prepared))  # type: ignore[union-attr]
     scores = test_scores(scorer, prepared)
     return {**outcome_aucs(scores), **separation(scores, truth), "epochs": result.epochs,
-            "seconds": round(seconds, 1), "load": round(load, 2)}
+            "stopped_by": result.stopped_by, "seconds": round(seconds, 1), "load": round(load, 2)}
 
 
 def summarise(rows: list[dict]) -> dict[str, dict[str, list[float]]]:
@@ -179,6 +184,32 @@ def print_table(table: dict[str, dict[str, list[float]]]) -> str:
     return "\n".join(lines)
 
 
+def paired(rows: list[dict], against: str) -> str:
+    """Each variant minus ``against`` on the seeds both ran (same data, same budget): mean difference and a
+    paired t-test per metric; a table in Markdown."""
+    from scipy.stats import ttest_rel
+
+    base = {r["seed"]: r for r in rows if r["variant"] == against}
+    metrics = [k for k in next(iter(base.values())) if k.startswith(("auc/", "sep/"))] if base else []
+    lines = []
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        if variant == against:
+            continue
+        mine = {r["seed"]: r for r in rows if r["variant"] == variant and r["seed"] in base}
+        if len(mine) < 2:
+            continue
+        seeds = sorted(mine)
+        lines.append(f"\n{variant} − {against}, seeds {','.join(map(str, seeds))}\n\n"
+                     f"| metric | {variant} | {against} | paired difference | p |\n| --- | ---: | ---: | ---: | ---: |")
+        for metric in metrics:
+            a = np.array([mine[s][metric] for s in seeds if metric in mine[s]])
+            b = np.array([base[s][metric] for s in seeds if metric in mine[s]])
+            p_value = float(ttest_rel(a, b).pvalue) if len(a) > 1 and np.any(a != b) else 1.0
+            lines.append(f"| {metric} | {a.mean():.3f} ± {a.std():.3f} | {b.mean():.3f} ± {b.std():.3f} | "
+                         f"{(a - b).mean():+.3f} | {p_value:.2f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--customers", type=int, default=6000)
@@ -190,9 +221,20 @@ def main() -> None:
     parser.add_argument("--previous", nargs="*", default=[],
                         help="logs of earlier runs of this script on the same --workdir: their printed rows are kept "
                         "and those (variant, seed) pairs not run again")
+    parser.add_argument("--results", nargs="*", default=[],
+                        help="result files of this script (--out) to merge into one table; runs nothing new")
+    parser.add_argument("--paired-against", default=None,
+                        help="also print each variant minus this one, paired by seed, with a paired t-test")
     parser.add_argument("--order", choices=("variant", "seed"), default="variant",
                         help="run every seed of a variant before the next (variant) or seed by seed (seed)")
     args = parser.parse_args()
+    if args.results:
+        rows = [r for path in args.results for r in json.loads(Path(path).read_text())["runs"]
+                if not args.only or r["variant"] in args.only]
+        print(print_table(summarise(rows)))
+        if args.paired_against:
+            print(paired(rows, args.paired_against))
+        return
     torch.set_num_threads(1)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="journey-ablation-"))
     prepared = build_data(work, args.customers)
@@ -218,6 +260,8 @@ def main() -> None:
     rows.sort(key=lambda r: (list(VARIANTS).index(r["variant"]), r["seed"]))
     table = summarise(rows)
     text = print_table(table)
+    if args.paired_against:
+        text += "\n" + paired(rows, args.paired_against)
     print("\n" + text)
     if args.out:
         Path(args.out).write_text(json.dumps({"customers": args.customers, "epochs": args.epochs, "seeds": seeds,

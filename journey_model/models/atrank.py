@@ -67,6 +67,8 @@ class ATRankConfig(SequenceModelConfig):
     causal: bool = False  # each behaviour attends only to itself and earlier ones
     time_encoding: str = "continuous"  # "bucket": log2 days to the cut-off (reference); "continuous": seconds, log
     time_trend_scale: float = 8.0  # continuous time's trend term reads log(1 + minutes) / this (1 at ~2 days)
+    linear_time: bool = False  # continuous time also reads tanh(days / 30) and tanh(days / 365): the time
+    # between two behaviours becomes a difference of their codes, not a ratio that depends on their age
     relative_time: str = "none"  # signed time between behaviours: "none" (reference and default), "bias" (per
     # head) or "content" (bias + TiSASRec relative-time key and value embeddings). Off by default: over 3 seeds
     # the model learnt the order rule on every seed without it (0.97-1.00) and on two of three with it, at
@@ -83,7 +85,7 @@ class ATRankConfig(SequenceModelConfig):
     # Fields a model saved before they existed did not have; such a model was built with these values.
     SAVED_BEFORE: ClassVar[dict[str, object]] = {
         "ffn_ratio": 0.25, "time_encoding": "bucket", "relative_time": "none", "norm_first": False,
-        "time_trend_scale": 1.0, "type_pair_bias": False, "rotary_time": False,
+        "time_trend_scale": 1.0, "linear_time": False, "type_pair_bias": False, "rotary_time": False,
         "activation": "relu", "output_projection": False, "residual_dropout": False,
     }
 
@@ -135,7 +137,7 @@ class ATRankEncoder(nn.Module):
         self.config = config
         H = config.hidden_size
         self.embedding = BehaviourEmbedding(spec, config.field_dim, H, config.embedding_init, config.time_encoding,
-                                            config.time_trend_scale)
+                                            config.time_trend_scale, config.linear_time)
         self.positions = PositionalEncoding(config.positional_encoding, H, config.max_positions)
         self.blocks = nn.ModuleList(
             AttentionBlock(

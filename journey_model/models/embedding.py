@@ -43,7 +43,7 @@ class BehaviourEmbedding(nn.Module):
 
     def __init__(
         self, spec: FeatureSpec, field_dim: int, hidden_size: int, init: str = "glorot", time_encoding: str = "bucket",
-        time_trend_scale: float = 8.0,
+        time_trend_scale: float = 8.0, linear_time: bool = False,
     ):
         super().__init__()
         if time_encoding not in TIME_ENCODINGS:
@@ -58,7 +58,8 @@ class BehaviourEmbedding(nn.Module):
         self.event_type = nn.Embedding(spec.event_type_vocab_size, field_dim, padding_idx=0)
         self.time_bucket = nn.Embedding(spec.num_time_buckets, field_dim, padding_idx=0)
         # continuous: the gap at the data's own resolution (seconds), on a log scale, through Time2Vec
-        self.continuous_time = ContinuousTime(field_dim, trend_scale=time_trend_scale) if time_encoding == "continuous" else None
+        self.continuous_time = (ContinuousTime(field_dim, trend_scale=time_trend_scale, linear=linear_time)
+                                if time_encoding == "continuous" else None)
         self.categorical = nn.ModuleDict(
             {name: nn.Embedding(size, field_dim, padding_idx=0) for name, size in spec.categorical_vocab_sizes.items()}
         )
@@ -142,6 +143,9 @@ class BehaviourEmbedding(nn.Module):
 TIME_ENCODINGS = ("bucket", "continuous")
 
 
+LINEAR_TIME_DAYS = (30.0, 365.0)  # linear_time's scales: tanh(days / scale), about linear up to a month / a year
+
+
 def log_minutes(gap_seconds: torch.Tensor) -> torch.Tensor:
     """log(1 + gap in minutes): about 0 for the same minute, 7.3 a day, 13.2 for a year."""
     return torch.log1p(gap_seconds.clamp(min=0.0) / 60.0)
@@ -155,8 +159,11 @@ class ContinuousTime(nn.Module):
     resolution (minutes for sessions, days for fees) with no bucket edges to choose.
     """
 
-    def __init__(self, field_dim: int, frequencies: int = 16, trend_scale: float = 8.0):
+    def __init__(self, field_dim: int, frequencies: int = 16, trend_scale: float = 8.0, linear: bool = False):
         super().__init__()
+        # linear: the code also reads the days to the cut-off on (saturating) linear scales, so the time between
+        # two behaviours is a difference of two codes (on log-minutes it is a ratio that depends on their age)
+        self.linear_days = LINEAR_TIME_DAYS if linear else ()
         # The trend term reads log-minutes / trend_scale (about 1 at two days): fed the raw 0..16 it is badly
         # conditioned, and at Adam's larger steps a two-block ATRank stopped learning a planted signal at all.
         self.trend_scale = trend_scale
@@ -165,12 +172,15 @@ class ContinuousTime(nn.Module):
         with torch.no_grad():  # periods from ~2 to ~60 log-minute units: fine near now, coarse far back
             self.periodic.weight.copy_(torch.logspace(-1.0, 0.5, frequencies)[:, None])
             self.periodic.bias.uniform_(0.0, 2 * math.pi)
-        self.projection = nn.Linear(1 + frequencies, field_dim)
+        self.projection = nn.Linear(1 + frequencies + len(self.linear_days), field_dim)
 
     def forward(self, gap_seconds: torch.Tensor) -> torch.Tensor:
         t = log_minutes(gap_seconds)[..., None].float()  # (.., 1)
-        code = torch.cat([self.linear(t / self.trend_scale), torch.sin(self.periodic(t))], dim=-1)
-        return self.projection(code)
+        parts = [self.linear(t / self.trend_scale), torch.sin(self.periodic(t))]
+        if self.linear_days:
+            days = gap_seconds[..., None].float().clamp(min=0.0) / 86400.0
+            parts += [torch.tanh(days / scale) for scale in self.linear_days]
+        return self.projection(torch.cat(parts, dim=-1))
 
 
 POSITIONAL_ENCODINGS = ("none", "sinusoidal", "learned", "rotary")

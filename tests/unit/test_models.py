@@ -402,6 +402,31 @@ def test_rotary_time_tells_a_fee_two_weeks_after_a_complaint_from_one_six_weeks_
                           plain(collate([dict(example, time_gap=far)])).outcome_logits, atol=1e-6)
 
 
+def test_linear_time_reads_the_time_between_two_behaviours_as_a_difference() -> None:
+    """On log-minutes a fee 14 days after a complaint looks different 26 days ago than 60 days ago (a ratio);
+    linear_time's tanh(days / 365) inputs see nearly the same step both times, and the default has none."""
+    from journey_model.models.embedding import LINEAR_TIME_DAYS, ContinuousTime, log_minutes
+
+    day = 86400.0
+    gaps = torch.tensor([40.0, 26.0, 74.0, 60.0]) * day  # two complaint -> fee pairs, 14 days apart each
+    with_linear = ContinuousTime(16, linear=True)
+    assert with_linear.projection.in_features == 1 + 16 + len(LINEAR_TIME_DAYS)
+    assert ContinuousTime(16).projection.in_features == 1 + 16
+    step_log = log_minutes(gaps)
+    assert abs((step_log[0] - step_log[1]) - (step_log[2] - step_log[3])) > 0.15  # the ratio moves with age
+    yearly = LINEAR_TIME_DAYS.index(365.0)
+    with torch.no_grad():  # read only the linear inputs: their weights 1, the rest 0
+        with_linear.projection.weight.zero_()
+        with_linear.projection.bias.zero_()
+        with_linear.projection.weight[0, 1 + 16 + yearly] = 1.0
+    code = with_linear(gaps)[:, 0]
+    assert abs((code[0] - code[1]) - (code[2] - code[3])) < 0.05 * (code[0] - code[1]).abs()  # the same step
+    assert code[0] - code[1] > 0.03  # 14 days is a visible step
+    model = build("atrank", linear_time=True)
+    assert model.encoder.embedding.continuous_time.linear_days == LINEAR_TIME_DAYS
+    assert build("atrank").encoder.embedding.continuous_time.linear_days == ()  # off by default
+
+
 def test_type_pair_bias_is_the_tables_entry_for_each_pair_and_starts_at_zero() -> None:
     bias = TypePairBias(num_types=6, num_heads=2)
     types = torch.tensor([[1, 4, 4, 0], [5, 2, 1, 3]])
