@@ -206,7 +206,7 @@ def paired(rows: list[dict], against: str) -> str:
             b = np.array([base[s][metric] for s in seeds if metric in mine[s]])
             p_value = float(ttest_rel(a, b).pvalue) if len(a) > 1 and np.any(a != b) else 1.0
             lines.append(f"| {metric} | {a.mean():.3f} ± {a.std():.3f} | {b.mean():.3f} ± {b.std():.3f} | "
-                         f"{(a - b).mean():+.3f} | {p_value:.2f} |")
+                         f"{(a - b).mean():+.3f} | {'< 0.01' if p_value < 0.01 else f'{p_value:.2f}'} |")
     return "\n".join(lines)
 
 

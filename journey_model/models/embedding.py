@@ -113,31 +113,42 @@ class BehaviourEmbedding(nn.Module):
     def forward(self, batch: SequenceBatch) -> torch.Tensor:
         check_batch(batch, self.spec)
         B, T = batch.event_type.shape
-        type_emb = self.event_type(batch.event_type)  # (B, T, field_dim)
-        if self.continuous_time is not None:
-            if batch.time_gap is None:
-                raise ValueError(
-                    "this model reads time continuously (time_encoding='continuous') but the batch has no time_gap: "
-                    "the examples were prepared by an older Journey; run `journey prepare` again"
-                )
-            time_emb = self.continuous_time(batch.time_gap)  # (B, T, field_dim)
-        else:
-            time_emb = self.time_bucket(batch.time_bucket)  # (B, T, field_dim)
-        field_emb = {name: table(batch.categorical[name]) for name, table in self.categorical.items()}
-        group = self.group_of_type[batch.event_type]  # (B, T)
-        out = type_emb.new_zeros(B, T, self.hidden_size)
+        if self.continuous_time is not None and batch.time_gap is None:
+            raise ValueError(
+                "this model reads time continuously (time_encoding='continuous') but the batch has no time_gap: "
+                "the examples were prepared by an older Journey; run `journey prepare` again"
+            )
+        # Real behaviours sorted by group, so each group's rows are one slice of ``order``: one sort and one
+        # host sync for the whole batch instead of a boolean mask (and its nonzero) per group and field.
+        group = torch.where(batch.mask, self.group_of_type[batch.event_type], -1).reshape(-1)  # (B*T,) -1 = padding
+        order = torch.argsort(group, stable=True)
+        counts = torch.bincount(group + 1, minlength=len(self.groups) + 1).tolist()  # [padding, group 0, ...]
+        type_emb = self.event_type(batch.event_type.reshape(-1))  # (B*T, field_dim)
+        time_emb = (self.continuous_time(batch.time_gap.reshape(-1)) if self.continuous_time is not None
+                    else self.time_bucket(batch.time_bucket.reshape(-1)))  # (B*T, field_dim)
+        categorical = {name: ids.reshape(-1) for name, ids in batch.categorical.items()}
+        numeric, numeric_mask = batch.numeric.reshape(B * T, -1), batch.numeric_mask.reshape(B * T, -1)
+        rows_of_groups, outputs = [], []
+        start = counts[0]
         for index, (spec_group, projection) in enumerate(zip(self.groups, self.projections)):
-            rows = batch.mask & (group == index)  # (B, T) behaviours of this group
-            if not rows.any():
+            rows = order[start:start + counts[index + 1]]  # (n_rows,) flat positions of this group's behaviours
+            start += counts[index + 1]
+            if not len(rows):
                 continue
+            parts = [type_emb[rows], time_emb[rows],
+                     *(self.categorical[name](categorical[name][rows]) for name in spec_group.categorical)]
             numeric_index = self.group_numeric_index[index]
-            parts = [type_emb[rows], time_emb[rows], *(field_emb[name][rows] for name in spec_group.categorical)]
             if numeric_index:
-                parts.append(batch.numeric[rows][:, numeric_index])
-                parts.append(batch.numeric_mask[rows][:, numeric_index])
-            # .to(out.dtype): under bf16 autocast the projection comes out in bf16, the buffer in float32
-            out[rows] = projection(torch.cat(parts, dim=-1)).to(out.dtype)  # (n_rows, H)
-        return out
+                parts.append(numeric[rows][:, numeric_index])
+                parts.append(numeric_mask[rows][:, numeric_index])
+            rows_of_groups.append(rows)
+            outputs.append(projection(torch.cat(parts, dim=-1)))  # (n_rows, H)
+        dtype = self.event_type.weight.dtype
+        out = torch.zeros(B * T, self.hidden_size, dtype=dtype, device=batch.event_type.device)
+        if outputs:
+            # .to(dtype): under bf16 autocast the projections come out in bf16, the states stay float32
+            out = out.index_copy(0, torch.cat(rows_of_groups), torch.cat(outputs).to(dtype))
+        return out.view(B, T, self.hidden_size)
 
 
 TIME_ENCODINGS = ("bucket", "continuous")
