@@ -35,6 +35,7 @@ from journey_model.data.sequences import encode_examples  # noqa: E402
 from journey_model.models.attention import rotary_tables  # noqa: E402
 from serving.bulk import validate_customers  # noqa: E402
 from serving.config import ServingConfig  # noqa: E402
+from serving.requests import ParsedRequest  # noqa: E402
 from serving.service import JourneyScoring  # noqa: E402
 
 
@@ -55,8 +56,7 @@ def parts(scoring: JourneyScoring, bodies: list[list[dict]], batch: int, seconds
     raw_bodies = [json.dumps({"customers": body}).encode() for body in sent]
 
     def encode() -> pa.Table:
-        return encode_examples(scoring.preprocessor, pa.concat_tables([r.events for r in parsed]),
-                               pa.concat_tables([r.examples for r in parsed]))
+        return encode_examples(scoring.preprocessor, *_tables(parsed))
 
     encoded_table = encode()
     rows = encoded_table.to_pylist()
@@ -114,7 +114,8 @@ def main() -> None:
     if args.torch_profile:
         from torch.profiler import ProfilerActivity, profile
 
-        rows = encode_examples(scoring.preprocessor, *_tables(scoring, bodies[:batches[0]])).to_pylist()
+        parsed = [scoring.parse(validate_customers(body)) for body in bodies[:batches[0]]]
+        rows = encode_examples(scoring.preprocessor, *_tables(parsed)).to_pylist()
         collated = scoring.scorer.collate(rows)
         with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as profiler:
             for _ in range(50):
@@ -126,8 +127,8 @@ def main() -> None:
             "load_1min": os.getloadavg()[0], "cpu_ms_per_customer": table}, indent=1))
 
 
-def _tables(scoring: JourneyScoring, bodies: list[list[dict]]) -> tuple[pa.Table, pa.Table]:
-    parsed = [scoring.parse(validate_customers(body)) for body in bodies]
+def _tables(parsed: list[ParsedRequest]) -> tuple[pa.Table, pa.Table]:
+    """Parsed requests' canonical events and examples, concatenated, as ``JourneyScoring.score`` takes them."""
     return pa.concat_tables([r.events for r in parsed]), pa.concat_tables([r.examples for r in parsed])
 
 

@@ -68,7 +68,8 @@ class ATRankConfig(SequenceModelConfig):
     time_encoding: str = "continuous"  # "bucket": log2 days to the cut-off (reference); "continuous": seconds, log
     time_trend_scale: float = 8.0  # continuous time's trend term reads log(1 + minutes) / this (1 at ~2 days)
     linear_time: bool = False  # continuous time also reads tanh(days / 30) and tanh(days / 365): the time
-    # between two behaviours becomes a difference of their codes, not a ratio that depends on their age
+    # between two behaviours becomes a difference of their codes, not a ratio that depends on their age. Off: on
+    # the late-fee rule it did not help (benchmarks/results/atrank_levers_latefee_8epochs.json)
     relative_time: str = "none"  # signed time between behaviours: "none" (reference and default), "bias" (per
     # head) or "content" (bias + TiSASRec relative-time key and value embeddings). Off by default: over 3 seeds
     # the model learnt the order rule on every seed without it (0.97-1.00) and on two of three with it, at
