@@ -59,6 +59,7 @@ from pathlib import Path
 
 import torch
 
+from journey_model.core.settings import key_values
 from journey_model.data.ingest import ingest
 from journey_model.data.prepare import PrepareConfig, prepare
 from journey_model.data.preprocessing import PreprocessingConfig
@@ -320,11 +321,15 @@ def main(argv: list[str] | None = None) -> int:
                         "models_<data>_<task>_seeds.json with mean ± std (default: one run, seed 0)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads; 1 is far faster on a busy shared CPU (default: %(default)s)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="a model config field for every model of the run, on top of the common width, e.g. "
+                             "--set causal_blocks=1 (repeat for several)")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     _quiet_lightning()
     settings = BenchSettings(max_epochs=args.epochs, patience=args.patience)
+    settings.model_overrides.update(key_values("--set", "causal_blocks=1", "FIELD=VALUE")(args.set))
     with tempfile.TemporaryDirectory(prefix="bench_models_") as scratch:
         workdir = args.workdir or Path(scratch)
         if args.seeds or args.data == "synth-sessions":

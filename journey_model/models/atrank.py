@@ -64,7 +64,9 @@ class ATRankConfig(SequenceModelConfig):
     relu_projections: bool = False  # Q, K, V = ReLU(Linear(x)) as in the reference code; False = plain Linear
     positional_encoding: str = "rotary"  # "none" (reference), "sinusoidal", "learned" or "rotary" (RoFormer)
     max_positions: int = 512  # longest sequence a learned positional table covers, in behaviours
-    causal: bool = False  # each behaviour attends only to itself and earlier ones
+    causal: bool = False  # each behaviour attends only to itself and earlier ones, in every block
+    causal_blocks: int = 0  # only the first N blocks attend causally, the rest see the whole journey
+    causal_heads: int = 0  # in the blocks that are not causal, the first N heads look back (attend causally)
     time_encoding: str = "continuous"  # "bucket": log2 days to the cut-off (reference); "continuous": seconds, log
     time_trend_scale: float = 8.0  # continuous time's trend term reads log(1 + minutes) / this (1 at ~2 days)
     linear_time: bool = False  # continuous time also reads tanh(days / 30) and tanh(days / 365): the time
@@ -80,6 +82,8 @@ class ATRankConfig(SequenceModelConfig):
     activation: str = "gelu"  # feed-forward activation: "relu" (reference) or "gelu"
     output_projection: bool = True  # mix the heads with one more Linear (Transformer); False = concatenate (reference)
     residual_dropout: bool = True  # dropout also on the attention and feed-forward outputs (reference: weights only)
+    attention_dropout: float | None = None  # dropout on the blocks' (T x T) attention weights; None = dropout.
+    # On CPU it is most of dropout's cost: drawing B x heads x T x T random numbers a block
     type_pair_bias: bool = False  # a learned per-head score bias per (behaviour type, behaviour type) pair; off:
     # on the order rule it did not help (benchmarks/results/atrank_headline.json)
 
@@ -87,7 +91,8 @@ class ATRankConfig(SequenceModelConfig):
     SAVED_BEFORE: ClassVar[dict[str, object]] = {
         "ffn_ratio": 0.25, "time_encoding": "bucket", "relative_time": "none", "norm_first": False,
         "time_trend_scale": 1.0, "linear_time": False, "type_pair_bias": False, "rotary_time": False,
-        "activation": "relu", "output_projection": False, "residual_dropout": False,
+        "activation": "relu", "output_projection": False, "residual_dropout": False, "causal_blocks": 0,
+        "causal_heads": 0, "attention_dropout": None,
     }
 
     def __post_init__(self) -> None:
@@ -98,6 +103,12 @@ class ATRankConfig(SequenceModelConfig):
         check_choice(self, "activation", self.activation, tuple(ACTIVATIONS))
         if self.num_blocks < 1:
             raise ValueError(f"ATRankConfig.num_blocks = {self.num_blocks}; expected >= 1")
+        if not 0 <= self.causal_blocks <= self.num_blocks:
+            raise ValueError(f"ATRankConfig.causal_blocks = {self.causal_blocks}; expected 0 to num_blocks "
+                             f"({self.num_blocks})")
+        if not 0 <= self.causal_heads <= self.num_heads:
+            raise ValueError(f"ATRankConfig.causal_heads = {self.causal_heads}; expected 0 to num_heads "
+                             f"({self.num_heads})")
         if self.rotary_time and (self.hidden_size // self.num_heads) % 4:
             raise ValueError(f"ATRankConfig.rotary_time needs hidden_size / num_heads divisible by 4; got "
                              f"{self.hidden_size} / {self.num_heads} = {self.hidden_size // self.num_heads}")
@@ -152,6 +163,7 @@ class ATRankEncoder(nn.Module):
                 norm_first=config.norm_first,
                 activation=config.activation,
                 residual_dropout=config.residual_dropout,
+                attention_dropout=config.attention_dropout,
             )
             for _ in range(config.num_blocks)
         )
@@ -182,9 +194,10 @@ class ATRankEncoder(nn.Module):
         pair_bias = self.type_pair(batch.event_type, batch.event_type) if self.type_pair is not None else None
         attentions: dict[str, torch.Tensor] = {}
         for i, block in enumerate(self.blocks):
-            x, weights = block(x, x, key_mask=mask, query_mask=mask, causal=self.config.causal,
+            causal = self.config.causal or i < self.config.causal_blocks
+            x, weights = block(x, x, key_mask=mask, query_mask=mask, causal=causal,
                                need_weights=need_weights, relative_time=relative_time, rotary=rotary,
-                               score_bias=pair_bias)
+                               score_bias=pair_bias, causal_heads=self.config.causal_heads)
             if weights is not None:
                 attentions[f"self/block{i}"] = weights  # (B, heads, T, T)
         x = self.final_norm(x)

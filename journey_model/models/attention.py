@@ -24,18 +24,24 @@ def large_negative(dtype: torch.dtype) -> float:
     return torch.finfo(dtype).min / 2
 
 
-def attention_mask(key_mask: torch.Tensor, query_len: int, causal: bool = False) -> torch.Tensor:
+def attention_mask(key_mask: torch.Tensor, query_len: int, causal: bool = False, causal_heads: int = 0,
+                   num_heads: int = 1) -> torch.Tensor:
     """Which keys each query may see: (B, 1, Tq, Tk) bool, broadcast over heads.
 
     ``key_mask`` (B, Tk) is True on real keys. ``causal`` also hides keys after the query's own position
-    (query i sees keys 0..i; self-attention, so Tq == Tk).
+    (query i sees keys 0..i; self-attention, so Tq == Tk). ``causal_heads`` (when not ``causal``) does so for the
+    first ``causal_heads`` of ``num_heads`` heads only, which look back while the others see the whole
+    sequence; the mask is then (B, num_heads, Tq, Tk).
     """
     B, Tk = key_mask.shape
     allowed = key_mask[:, None, None, :].expand(B, 1, query_len, Tk)
-    if causal:
+    if causal or causal_heads:
         if query_len != Tk:
             raise ValueError(f"causal attention needs as many queries as keys, got {query_len} and {Tk}")
         past = torch.ones(query_len, Tk, dtype=torch.bool, device=key_mask.device).tril()
+        if not causal:  # (heads, Tq, Tk): the causal heads see the past, the others everything
+            looks_back = torch.arange(num_heads, device=key_mask.device) < causal_heads
+            past = past | ~looks_back[:, None, None]
         allowed = allowed & past
     return allowed
 
@@ -189,21 +195,23 @@ class MultiHeadAttention(nn.Module):
         relative_time: tuple[RelativeTime, torch.Tensor] | None = None,
         rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
         score_bias: torch.Tensor | None = None,
+        causal_heads: int = 0,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """query (B, Tq, H) attends to memory (B, Tk, H) -> (B, Tq, H) and weights (B, heads, Tq, Tk) or None.
 
         ``relative_time``: a :class:`RelativeTime` and its (B, Tq, Tk) bucket ids (self-attention); ``rotary``
         (cos, sin) tables of :func:`rotary_tables` or :func:`rotary_time_tables` rotate queries and keys by their
         positions or times (self-attention);
-        ``score_bias`` (B, heads, Tq, Tk) is added to the scores (e.g. :class:`TypePairBias`)."""
+        ``score_bias`` (B, heads, Tq, Tk) is added to the scores (e.g. :class:`TypePairBias`); ``causal_heads``:
+        see :func:`attention_mask`."""
         B, Tq, H = query.shape
         q = self._split_heads(self.query, query)  # (B, heads, Tq, d)
         k = self._split_heads(self.key, memory)  # (B, heads, Tk, d)
         if rotary is not None:
             q, k = rotate(q, rotary), rotate(k, rotary)
         v = self._split_heads(self.value, memory)  # (B, heads, Tk, d)
-        allowed = attention_mask(key_mask, Tq, causal)  # (B, 1, Tq, Tk)
-        live_rows = allowed.any(-1, keepdim=True)  # (B, 1, Tq, 1)
+        allowed = attention_mask(key_mask, Tq, causal, causal_heads, self.num_heads)  # (B, 1 or heads, Tq, Tk)
+        live_rows = allowed.any(-1, keepdim=True)  # (B, 1 or heads, Tq, 1)
         if query_mask is not None:
             live_rows = live_rows & query_mask[:, None, :, None]
         dropout = self.dropout if self.training else 0.0
@@ -249,7 +257,8 @@ class AttentionBlock(nn.Module):
     Post-norm (ATRank, Vaswani et al.): ``x = LN(x + attend(x)); x = LN(x + ffn(x))``. Pre-norm
     (``norm_first``, as GPT-2 / SASRec's successors; deeper stacks train without warm-up tricks):
     ``x = x + attend(LN(x)); x = x + ffn(LN(x))`` — the encoder then needs one final LayerNorm.
-    ``dropout`` drops attention weights and, with ``residual_dropout``, the sub-layers' outputs.
+    ``dropout`` drops attention weights (``attention_dropout`` instead, when given) and, with ``residual_dropout``,
+    the sub-layers' outputs.
     """
 
     def __init__(
@@ -264,10 +273,13 @@ class AttentionBlock(nn.Module):
         norm_first: bool = False,
         activation: str = "relu",
         residual_dropout: bool = False,
+        attention_dropout: float | None = None,
     ):
         super().__init__()
         self.norm_first = norm_first
-        self.attention = MultiHeadAttention(hidden_size, num_heads, dropout, relu_projections, output_projection)
+        weights_dropout = dropout if attention_dropout is None else attention_dropout
+        self.attention = MultiHeadAttention(hidden_size, num_heads, weights_dropout, relu_projections,
+                                            output_projection)
         self.attention_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
         self.feed_forward = FeedForward(hidden_size, ffn_size, activation, dropout if residual_dropout else 0.0)
         self.feed_forward_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
@@ -284,16 +296,17 @@ class AttentionBlock(nn.Module):
         relative_time: tuple[RelativeTime, torch.Tensor] | None = None,
         rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
         score_bias: torch.Tensor | None = None,
+        causal_heads: int = 0,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.norm_first:
             normed = self.attention_norm(query)
             memory = normed if memory is query else memory  # self-attention reads the normed states
             attended, weights = self.attention(normed, memory, key_mask, query_mask, causal, need_weights,
-                                               relative_time, rotary, score_bias)
+                                               relative_time, rotary, score_bias, causal_heads)
             x = query + self.attention_dropout(attended)
             return x + self.feed_forward(self.feed_forward_norm(x)), weights
         attended, weights = self.attention(query, memory, key_mask, query_mask, causal, need_weights,
-                                           relative_time, rotary, score_bias)
+                                           relative_time, rotary, score_bias, causal_heads)
         x = self.attention_norm(query + self.attention_dropout(attended))
         x = self.feed_forward_norm(x + self.feed_forward(x))
         return x, weights

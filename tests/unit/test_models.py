@@ -304,6 +304,48 @@ def test_causal_mask_hides_the_future() -> None:
         assert not torch.allclose(before[:, 4:], after[:, 4:], atol=1e-6)
 
 
+def test_causal_blocks_mask_only_the_first_blocks() -> None:
+    """causal_blocks=1: the first block's attention puts no weight on later behaviours, the second block's does."""
+    example = make_example(random.Random(6), 6)
+    model = build("atrank", causal_blocks=1, num_blocks=2).eval()
+    attentions = model.encode(collate([example]), output_attentions=True).attentions
+    later = torch.triu(torch.ones(6, 6, dtype=torch.bool), diagonal=1)
+    assert attentions["self/block0"][..., later].abs().max() == 0
+    assert attentions["self/block1"][..., later].min() > 0
+    with pytest.raises(ValueError, match="causal_blocks = 3; expected 0 to num_blocks"):
+        ATRankConfig(num_blocks=2, causal_blocks=3)
+
+
+def test_causal_heads_look_back_while_the_others_see_everything() -> None:
+    example = make_example(random.Random(7), 6)
+    model = build("atrank", causal_heads=1, num_blocks=2).eval()
+    heads = model.config.num_heads
+    attentions = model.encode(collate([example]), output_attentions=True).attentions
+    later = torch.triu(torch.ones(6, 6, dtype=torch.bool), diagonal=1)
+    for block in ("self/block0", "self/block1"):
+        weights = attentions[block][0]  # (heads, T, T)
+        assert weights[0][later].abs().max() == 0, block
+        assert all(weights[h][later].min() > 0 for h in range(1, heads)), block
+    # padding still changes nothing with a per-head mask
+    padded = collate([example, make_example(random.Random(8), 9)])
+    assert torch.allclose(model.encode(padded).states[0, :6], model.encode(collate([example])).states[0], atol=1e-5)
+    with pytest.raises(ValueError, match="causal_heads = 5; expected 0 to num_heads"):
+        ATRankConfig(num_heads=4, causal_heads=5)
+
+
+def test_attention_dropout_apart_from_dropout() -> None:
+    """attention_dropout=0 keeps the blocks' attention weights whole in training while dropout stays elsewhere."""
+    batch = random_batch(seed=3)
+    for attention_dropout, deterministic in ((None, False), (0.0, True)):
+        model = build("atrank", dropout=0.5, residual_dropout=False, attention_dropout=attention_dropout).train()
+        torch.manual_seed(0)
+        first = model.encode(batch).states
+        second = model.encode(batch).states
+        assert torch.allclose(first, second) == deterministic, f"attention_dropout={attention_dropout}"
+        assert model.encoder.blocks[0].attention.dropout == (0.5 if attention_dropout is None else 0.0)
+        assert model.heads.attention.block.attention.dropout == 0.5  # the task queries' (Q x T) weights keep it
+
+
 def shuffle_behaviours(example: dict, order: list[int]) -> dict:
     """The same behaviours (each with its type, time bucket and fields) in another order."""
     return {key: [value[i] for i in order] if key in ("event_type", "time_bucket") or key[:4] in ("cat_", "num_")
