@@ -53,6 +53,8 @@ REFERENCE = {k: v for k, v in vars(ATRankConfig.reference()).items()
 # name -> (model, overrides): the default, the default with one lever back at the reference, the reference
 VARIANTS: dict[str, tuple[str, dict]] = {
     "default": ("atrank", {}),
+    "previous default (no causal block, attention-weight dropout 0.1)": ("atrank", {"causal_blocks": 0,
+                                                                                 "attention_dropout": None}),
     "- continuous time (log2 day buckets)": ("atrank", {"time_encoding": "bucket"}),
     "+ relative time (TiSASRec keys/values + bias)": ("atrank", {"relative_time": "content"}),
     "+ relative time bias only": ("atrank", {"relative_time": "bias"}),

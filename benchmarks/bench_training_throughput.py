@@ -500,9 +500,9 @@ def before_after_mode(args: argparse.Namespace) -> None:
         summary.append(row)
     out = Path(args.out or RESULTS / "training_throughput.json")
     existing = json.loads(out.read_text()) if out.exists() else {}
-    existing["rnn_before_after"] = {
-        "benchmark": "training step, before vs after the RNN encoder / decoder fast paths, alternated; speed_up from "
-                     "the best wall time, cpu_speed_up from the median process CPU time (robust to the machine's load)",
+    existing[f"{args.label}_before_after"] = {
+        "benchmark": f"training step, before vs after {args.what}, alternated; speed_up from the best wall time, "
+                     "cpu_speed_up from the median process CPU time (robust to the machine's load)",
         "threads": args.threads, "length": args.length, "lengths": f"uniform {args.length // 2}..{args.length}",
         "hidden_size": args.hidden, "batch_size": BATCH_SIZE, "malloc_tuned": True,
         "summary": summary, "runs": runs,
@@ -659,6 +659,9 @@ def main() -> None:
     parser.add_argument("--cpu", action="store_true", help="grid on CPU even where CUDA is available")
     parser.add_argument("--top", type=int, default=25, help="profile: rows of each table")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--label", default="rnn", help="before-after: the record's name, <label>_before_after")
+    parser.add_argument("--what", default="the RNN encoder / decoder fast paths",
+                        help="before-after: what changed between the two trees")
     args = parser.parse_args()
     if args.child_threads or args.child_cell:
         result = child_threads(args) if args.child_threads else child_cell(args)

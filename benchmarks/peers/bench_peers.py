@@ -3,7 +3,10 @@
 Run from Journey's venv (the peers run as subprocesses in their own venvs, made by ``setup_envs.sh``):
 
 1. **Taobao next item** (``/work/shared/data/taobao_userbehavior/UserBehavior_first_users.csv``, the first
-   ``--users`` customers): ``ingest`` (``taobao.yaml``) -> ``prepare`` (every-event cut-offs, every event kept,
+   ``--users`` customers, 0 = all; then the peers' usual k-core filter, ``--min-interactions`` 5: only users and
+   items with at least 5 interactions, so that test targets are items a model can have seen — without it 79–87 %
+   of this sample's targets are items seen once or never, and every model scores 0):
+   ``ingest`` (``taobao.yaml``) -> ``prepare`` (every-event cut-offs, every event kept,
    ``--split leave-last-out``: each customer's last event is the test target, the one before the validation
    target; ``max_len`` 50, hour time buckets) -> ``export.py recbole`` -> Journey's ``atrank`` and ``gru-attn``
    (``journey train`` in Python: :func:`journey_model.training.train.train`, task ``next_item``,
@@ -33,11 +36,12 @@ Commands (2 shared CPU cores)::
     bash benchmarks/peers/setup_envs.sh
     nohup nice -n 5 .venv/bin/python benchmarks/peers/bench_peers.py > work/bench_peers.log 2>&1 &   # ~27 min
     .venv/bin/python benchmarks/peers/bench_peers.py --rebuild          # rewrite peers.md from peers.json
-    .venv/bin/python benchmarks/peers/bench_peers.py --users 40 --epochs 1 --berka-epochs 2 --seeds 0 \
+    .venv/bin/python benchmarks/peers/bench_peers.py --users 200 --epochs 1 --berka-epochs 2 --seeds 0 \
         --results /tmp/peers_smoke --workdir /tmp/peers_smoke_work      # smoke, ~4 min
 
-The measured run (``benchmarks/results/peers.*``) is the defaults: ``--users 120 --epochs 2 --berka-epochs 10
---seeds 0 1 2 --peer-lanes 2`` (1-min load 7.6-11.6 from other jobs on the 2 cores while it ran).
+The first measured run (``benchmarks/results/peers.*``) was ``--users 120 --min-interactions 0 --epochs 2
+--berka-epochs 10 --seeds 0 1 2 --peer-lanes 2`` (1-min load 7.6-11.6 from other jobs on the 2 cores while it
+ran); ``peers_taobao_kcore.*`` is ``--parts taobao --epochs 10`` with today's defaults (README, "Peers side by side").
 """
 
 from __future__ import annotations
@@ -120,8 +124,11 @@ class EpochCpu(Callback):
 
 
 # ---- data
-def prepare_taobao(work: Path, users: int) -> Path:
-    """The first ``users`` customers of the Taobao file -> leave-last-out next-item examples; the prepared dir."""
+def prepare_taobao(work: Path, users: int, min_interactions: int = 0) -> Path:
+    """The first ``users`` customers of the Taobao file (0: all) -> leave-last-out next-item examples; the
+    prepared dir. ``min_interactions`` > 0 keeps only users and items with at least that many interactions,
+    filtered in turn until both hold (the k-core filter of the peers' benchmarks, RecBole's
+    ``user_inter_num_interval`` / ``item_inter_num_interval``), so that test targets are items a model can know."""
     subset = work / "taobao_subset.csv"
     with TAOBAO_CSV.open() as source, subset.open("w", newline="") as sink:
         reader, writer = csv.reader(source), csv.writer(sink)
@@ -130,9 +137,11 @@ def prepare_taobao(work: Path, users: int) -> Path:
         for row in reader:
             if not seen or row[0] != seen[-1]:
                 seen.append(row[0])
-                if len(seen) > users:
+                if users and len(seen) > users:
                     break
             writer.writerow(row)
+    if min_interactions:
+        k_core(subset, min_interactions)
     ingest([subset], MAPPINGS / "taobao.yaml", work / "taobao_events", progress=False)
     report = prepare(PrepareConfig(
         events_dir=str(work / "taobao_events"), out_dir=str(work / "taobao_prepared"), cutoff_strategy="every-event",
@@ -141,6 +150,24 @@ def prepare_taobao(work: Path, users: int) -> Path:
     ), overwrite=True, progress=False)
     log(report.summary())
     return work / "taobao_prepared"
+
+
+def k_core(path: Path, k: int) -> None:
+    """Rewrite an interactions CSV (user, item, ...) keeping users and items with >= k rows, to a fixed point."""
+    import pandas as pd
+
+    rows = pd.read_csv(path, dtype=str)
+    user, item = rows.columns[:2]
+    before = (len(rows), rows[user].nunique(), rows[item].nunique())
+    while True:
+        kept = rows[rows.groupby(item)[user].transform("size") >= k]
+        kept = kept[kept.groupby(user)[item].transform("size") >= k]
+        if len(kept) == len(rows):
+            break
+        rows = kept
+    rows.to_csv(path, index=False)
+    log(f"{k}-core: kept {len(rows):,} of {before[0]:,} events, {rows[user].nunique():,} of {before[1]:,} users, "
+        f"{rows[item].nunique():,} of {before[2]:,} items")
 
 
 def prepare_berka(work: Path, seed: int) -> Path:
@@ -312,8 +339,11 @@ def markdown(summary: dict, settings: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--users", type=int, default=120, help="first N Taobao customers (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=2, help="max epochs for every model (default: %(default)s)")
+    parser.add_argument("--users", type=int, default=0, help="first N Taobao customers, 0 = all (default: %(default)s)")
+    parser.add_argument("--min-interactions", type=int, default=5,
+                        help="Taobao: keep users and items with at least this many interactions (k-core), 0 = "
+                             "every event (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=10, help="Taobao: max epochs for every model (default: %(default)s)")
     parser.add_argument("--berka-epochs", type=int, default=10, help="max epochs on Berka (default: %(default)s)")
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -342,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_peers_"))
     work.mkdir(parents=True, exist_ok=True)
     settings = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "taobao_users": args.users,
+                "taobao_min_interactions": args.min_interactions,
                 "max_epochs_taobao": args.epochs, "max_epochs_berka": args.berka_epochs, "patience": args.patience,
                 "batch_size": args.batch_size, "hidden": 64, "torch_threads": 1, "seeds": args.seeds,
                 "torch": torch.__version__, "cpus": os.cpu_count(), "peer_lanes": args.peer_lanes}
@@ -374,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         save()
 
     if "taobao" in args.parts:
-        prepared = prepare_taobao(work, args.users)
+        prepared = prepare_taobao(work, args.users, args.min_interactions)
         exported = export_recbole(prepared, work / "export", "taobao")
         settings["taobao_export"] = {k: exported[k] for k in ("customers", "interactions", "items_in_vocabulary",
                                                               "test_targets_oov")}

@@ -7,7 +7,8 @@ Reads top to bottom:
 1. raw behaviour embedding — each behaviour's fields and time bucket, projected per behaviour group into H
    (:class:`~journey_model.models.embedding.BehaviourEmbedding`, shared with every baseline);
 2. optional positional encoding (none in the reference: order reaches the model through time buckets only)
-   and optional causal masking — this project's additions, to compare rather than assume;
+   and causal masking — this project's additions, compared rather than assumed (by default rotary positions, and
+   the first block causal: each behaviour reads its own past first, the next block the whole journey);
 3. ``num_blocks`` self-attention blocks: multi-head attention with ReLU(Linear) Q/K/V, padded keys masked,
    padded query rows zeroed, dropout on the weights, residual + LayerNorm, feed-forward H -> H/4 -> H,
    residual + LayerNorm;
@@ -65,7 +66,9 @@ class ATRankConfig(SequenceModelConfig):
     positional_encoding: str = "rotary"  # "none" (reference), "sinusoidal", "learned" or "rotary" (RoFormer)
     max_positions: int = 512  # longest sequence a learned positional table covers, in behaviours
     causal: bool = False  # each behaviour attends only to itself and earlier ones, in every block
-    causal_blocks: int = 0  # only the first N blocks attend causally, the rest see the whole journey
+    causal_blocks: int = 1  # the first N blocks attend causally, the rest see the whole journey. One: each state
+    # first reads its own past (as a recurrent encoder does, which told a late fee from the rule), then the whole
+    # journey (which next behaviours with sub-day rhythms need); benchmarks/results/atrank_default_v3_16epochs.json
     causal_heads: int = 0  # in the blocks that are not causal, the first N heads look back (attend causally)
     time_encoding: str = "continuous"  # "bucket": log2 days to the cut-off (reference); "continuous": seconds, log
     time_trend_scale: float = 8.0  # continuous time's trend term reads log(1 + minutes) / this (1 at ~2 days)
@@ -82,8 +85,9 @@ class ATRankConfig(SequenceModelConfig):
     activation: str = "gelu"  # feed-forward activation: "relu" (reference) or "gelu"
     output_projection: bool = True  # mix the heads with one more Linear (Transformer); False = concatenate (reference)
     residual_dropout: bool = True  # dropout also on the attention and feed-forward outputs (reference: weights only)
-    attention_dropout: float | None = None  # dropout on the blocks' (T x T) attention weights; None = dropout.
-    # On CPU it is most of dropout's cost: drawing B x heads x T x T random numbers a block
+    attention_dropout: float | None = 0.0  # dropout on the blocks' (T x T) attention weights; None = dropout.
+    # Off: on CPU it was most of dropout's cost (B x heads x T x T random numbers a block) and bought no quality
+    # over 5 seeds (benchmarks/results/atrank_levers_attention_dropout_16epochs.json)
     type_pair_bias: bool = False  # a learned per-head score bias per (behaviour type, behaviour type) pair; off:
     # on the order rule it did not help (benchmarks/results/atrank_headline.json)
 

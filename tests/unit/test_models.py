@@ -318,7 +318,7 @@ def test_causal_blocks_mask_only_the_first_blocks() -> None:
 
 def test_causal_heads_look_back_while_the_others_see_everything() -> None:
     example = make_example(random.Random(7), 6)
-    model = build("atrank", causal_heads=1, num_blocks=2).eval()
+    model = build("atrank", causal_heads=1, causal_blocks=0, num_blocks=2).eval()
     heads = model.config.num_heads
     attentions = model.encode(collate([example]), output_attentions=True).attentions
     later = torch.triu(torch.ones(6, 6, dtype=torch.bool), diagonal=1)
@@ -358,7 +358,8 @@ def test_without_positional_encoding_atrank_sees_order_only_through_time_buckets
     example = make_example(rng, 6)
     shuffled = shuffle_behaviours(example, [3, 0, 5, 1, 4, 2])
     for encoding, unchanged in (("none", True), ("sinusoidal", False)):
-        model = build("atrank", positional_encoding=encoding, time_encoding="bucket", relative_time="none")
+        model = build("atrank", positional_encoding=encoding, time_encoding="bucket", relative_time="none",
+                      causal_blocks=0)  # no causal mask: order only through what is tested
         a = model(collate([example])).outcome_logits
         b = model(collate([shuffled])).outcome_logits
         assert torch.allclose(a, b, atol=1e-5) == unchanged, encoding
@@ -374,7 +375,8 @@ def test_relative_time_tells_the_order_of_behaviours_at_the_same_time_and_apart(
     fee_then_complaint = {key: [value[0], value[2], value[1]] for key, value in complaint_then_fee.items()}
     for gaps in ([40 * 86400.0, 40 * 86400.0, 40 * 86400.0], [50 * 86400.0, 41 * 86400.0, 40 * 86400.0]):
         for relative in ("none", "bias", "content"):
-            model = build("atrank", positional_encoding="none", time_encoding="bucket", relative_time=relative)
+            model = build("atrank", positional_encoding="none", time_encoding="bucket", relative_time=relative,
+                          causal_blocks=0)
             if relative != "none":  # the bias starts at zero: give it something to say
                 torch.nn.init.normal_(model.encoder.relative_time.bias.weight, std=1.0)
             a = model(collate([dict(complaint_then_fee, time_gap=gaps)])).outcome_logits
@@ -487,7 +489,7 @@ def test_type_pair_bias_moves_attention_by_types_and_stays_blind_to_order_alone(
     example = make_example(rng, 6)
     shuffled = shuffle_behaviours(example, [3, 0, 5, 1, 4, 2])
     model = build("atrank", positional_encoding="none", time_encoding="bucket", relative_time="none",
-                  type_pair_bias=True)
+                  type_pair_bias=True, causal_blocks=0)
     before = model(collate([example])).outcome_logits
     torch.nn.init.normal_(model.encoder.type_pair.table, std=2.0)
     after = model(collate([example])).outcome_logits
