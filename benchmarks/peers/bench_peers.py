@@ -348,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--only", nargs="+", metavar="MODEL",
+                        help="run only these models (e.g. SASRec atrank; lifestream's: rnn transformer)")
     parser.add_argument("--parts", nargs="+", default=["taobao", "berka"], choices=["taobao", "berka"])
     parser.add_argument("--peer-lanes", type=int, default=2,
                         help="peer runs at a time, beside Journey's lane (default: %(default)s)")
@@ -396,6 +398,9 @@ def main(argv: list[str] | None = None) -> int:
             tmp.write_text(text)
             os.replace(tmp, path)
 
+    def wanted(models: list[str]) -> list[str]:
+        return [m for m in models if not args.only or m in args.only]
+
     # Two lanes on the two cores: Journey's runs here, the peers' runs (one at a time) in a second thread.
     lane = ThreadPoolExecutor(max_workers=args.peer_lanes)
     peer_jobs = []
@@ -411,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
                                                               "test_targets_oov")}
         log(f"exported: {json.dumps(settings['taobao_export'])}")
         for seed in args.seeds:
-            for model in RECBOLE_MODELS:
+            for model in wanted(RECBOLE_MODELS):
                 peer_jobs.append(lane.submit(peer_job, f"taobao recbole {model} seed {seed}", records, partial(
                     run_peer, RECBOLE_PY, "run_recbole.py",
                     ["--data", str(work / "export"), "--name", "taobao", "--model", model, "--seed", str(seed),
@@ -419,9 +424,7 @@ def main(argv: list[str] | None = None) -> int:
                      "--batch-size", str(args.batch_size), "--hidden", "64"],
                     work / "peer_runs" / f"taobao_{model}_{seed}.json")))
         for seed in args.seeds:
-            guarded(f"taobao journey most-frequent seed {seed}", records,
-                    partial(run_journey, prepared, "most-frequent", "next_item", seed, args, work))
-            for model in JOURNEY_MODELS:
+            for model in wanted(["most-frequent", *JOURNEY_MODELS]):
                 guarded(f"taobao journey {model} seed {seed}", records,
                         partial(run_journey, prepared, model, "next_item", seed, args, work))
             save()
@@ -432,14 +435,14 @@ def main(argv: list[str] | None = None) -> int:
             settings.setdefault("berka_split", {})[seed] = {"examples": exported["examples"],
                                                             "positives": exported["positives"]}
             log(f"berka seed {seed}: {json.dumps(exported['examples'])} positives {json.dumps(exported['positives'])}")
-            for encoder in LIFESTREAM_MODELS:
+            for encoder in wanted(LIFESTREAM_MODELS):
                 peer_jobs.append(lane.submit(peer_job, f"berka lifestream {encoder} seed {seed}", records, partial(
                     run_peer, LIFESTREAM_PY, "run_lifestream.py",
                     ["--data", str(work / "export"), "--name", f"berka_{seed}", "--encoder", encoder,
                      "--seed", str(seed), "--epochs", str(args.berka_epochs), "--patience", str(args.patience),
                      "--batch-size", str(args.batch_size), "--hidden", "64"],
                     work / "peer_runs" / f"berka_{encoder}_{seed}.json")))
-            for model in JOURNEY_MODELS:
+            for model in wanted(JOURNEY_MODELS):
                 guarded(f"berka journey {model} seed {seed}", records,
                         partial(run_journey, prepared, model, "outcome", seed, replace_epochs(args), work))
             save()
