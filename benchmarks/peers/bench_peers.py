@@ -72,6 +72,7 @@ import torch  # noqa: E402
 from export import export_lifestream, export_recbole  # noqa: E402
 from lightning.pytorch.callbacks import Callback  # noqa: E402
 
+from journey_model.core.settings import key_values  # noqa: E402
 from journey_model.data.ingest import ingest  # noqa: E402
 from journey_model.data.prepare import PrepareConfig, prepare  # noqa: E402
 from journey_model.data.preprocessing import PreprocessingConfig  # noqa: E402
@@ -350,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--only", nargs="+", metavar="MODEL",
                         help="run only these models (e.g. SASRec atrank; lifestream's: rnn transformer)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="a config field for Journey's models on top of the common width, e.g. causal_blocks=0")
     parser.add_argument("--parts", nargs="+", default=["taobao", "berka"], choices=["taobao", "berka"])
     parser.add_argument("--peer-lanes", type=int, default=2,
                         help="peer runs at a time, beside Journey's lane (default: %(default)s)")
@@ -367,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         (args.results / "peers.md").write_text(markdown(summary, payload["settings"]))
         print((args.results / "peers.md").read_text())
         return 0
+    OVERRIDES.update(key_values("--set", "causal_blocks=0", "FIELD=VALUE")(args.set))
     torch.set_num_threads(1)
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -374,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_peers_"))
     work.mkdir(parents=True, exist_ok=True)
     settings = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "taobao_users": args.users,
+                "journey_overrides": dict(OVERRIDES),
                 "taobao_min_interactions": args.min_interactions,
                 "max_epochs_taobao": args.epochs, "max_epochs_berka": args.berka_epochs, "patience": args.patience,
                 "batch_size": args.batch_size, "hidden": 64, "torch_threads": 1, "seeds": args.seeds,
