@@ -60,7 +60,8 @@ class ATRankConfig(SequenceModelConfig):
     num_blocks: int = 2  # stacked self-attention blocks (reference: 1)
     ffn_size: int | None = None  # inner width of the blocks' feed-forward; None = H x ffn_ratio
     ffn_ratio: float = 4.0  # feed-forward width as a multiple of H when ffn_size is None (reference: 1/4)
-    dropout: float = 0.1  # dropout on attention weights (reference: 0.0 one type, 0.1 several)
+    dropout: float = 0.1  # attention weights (reference: 0.0 one type, 0.1 several; the blocks take attention_dropout
+    # when it is set) and, with residual_dropout, the sub-layers' outputs
     layer_norm_eps: float = 1e-8  # LayerNorm epsilon (reference: 1e-8)
     relu_projections: bool = False  # Q, K, V = ReLU(Linear(x)) as in the reference code; False = plain Linear
     positional_encoding: str = "rotary"  # "none" (reference), "sinusoidal", "learned" or "rotary" (RoFormer)
