@@ -94,6 +94,7 @@ class ATRankConfig(SequenceModelConfig):
 
     # Fields a model saved before they existed did not have; such a model was built with these values.
     SAVED_BEFORE: ClassVar[dict[str, object]] = {
+        **SequenceModelConfig.SAVED_BEFORE,
         "ffn_ratio": 0.25, "time_encoding": "bucket", "relative_time": "none", "norm_first": False,
         "time_trend_scale": 1.0, "linear_time": False, "type_pair_bias": False, "rotary_time": False,
         "activation": "relu", "output_projection": False, "residual_dropout": False, "causal_blocks": 0,
@@ -245,4 +246,4 @@ class ATRank(JourneyModel):
 
     def forward(self, batch: SequenceBatch, output_attentions: bool = False) -> ModelOutput:
         encoded = self.encode(batch, output_attentions)
-        return self.heads(encoded, batch.next_item, output_attentions)
+        return self.heads(encoded, batch, output_attentions)

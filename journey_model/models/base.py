@@ -47,6 +47,10 @@ class SequenceModelConfig:
     embedding_init: str = "glorot"  # "glorot" (Glorot-uniform, as ATRank's code) or "normal" (torch default)
     next_item_scoring: str = "full"  # "full" softmax over the item vocabulary, or "sampled" negatives
     num_sampled_negatives: int = 100  # negatives per batch when next_item_scoring = "sampled"
+    next_item_copy: bool = True  # also copy the next item from the journey's own items (pointer + learned gate)
+
+    # fields added after models were first saved, with the value those models were built with
+    SAVED_BEFORE: ClassVar[dict[str, object]] = {"next_item_copy": False}
 
     def __post_init__(self) -> None:
         check_choice(self, "embedding_init", self.embedding_init, ("glorot", "normal"))

@@ -350,6 +350,7 @@ class GRUAttentionPooling(JourneyModel):
         output = ModelOutput(representation=pooled, task_representations=representations)
         if output_attentions:
             output.attentions["pool"] = weights
-        self.scores(representations, output, batch.next_item)
+        history = self.scores.item_history(encoded.states, encoded.mask, batch)
+        self.scores(representations, output, batch.next_item, history)
         return output
 

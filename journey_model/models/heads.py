@@ -9,17 +9,26 @@ ReLU Q/K/V, residual with the query, LayerNorm, narrow feed-forward, LayerNorm).
 Scores follow the reference's output layer, ``logit = bias[target] + ⟨u, e_target⟩``: one vector and bias per
 outcome, per event type and per item. Next items can be scored against the whole vocabulary or, in training
 with a large vocabulary, against the true item and uniformly sampled negatives.
+
+Customers come back to what they used before (the same payee, merchant, product page), so by default the next
+item is also *copied* from the journey, as in pointer-generator networks (See et al. 2017) and RepeatNet (Ren et
+al. 2019): ``p(item) = g · softmax(scores)(item) + (1 − g) · Σ_{t: item_t = item} pointer_t``, where the pointer
+is an attention of the next-item representation over the behaviours and the gate ``g`` is learned per customer.
+The next-item logits are then ``log p``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from journey_model.data.features import BOS_ID, EOS_ID, PAD_ID, FeatureSpec
-from journey_model.models.attention import AttentionBlock, large_negative
+from journey_model.data.batch import SequenceBatch
+from journey_model.data.features import BOS_ID, EOS_ID, FIELD_SPECIAL_IDS, PAD_ID, FeatureSpec
+from journey_model.models.attention import AttentionBlock, large_negative, masked_softmax
 from journey_model.models.base import SequenceModelConfig
 from journey_model.models.output import EncodedSequence, ModelOutput
 from journey_model.models.tasks import Task
@@ -77,10 +86,21 @@ class TaskQueryAttention(nn.Module):
         return representations, attentions
 
 
-class NextItemScorer(nn.Module):
-    """logit(item) = bias[item] + ⟨u, e_item⟩ over the full vocabulary, or true item + sampled negatives."""
+@dataclass
+class ItemHistory:
+    """The behaviours a next-item scorer may copy from: their states and the item each one was about."""
 
-    def __init__(self, vocab_size: int, hidden_size: int, scoring: str = "full", num_negatives: int = 100):
+    states: torch.Tensor  # (B, T, H) encoded behaviours, zero at padding
+    mask: torch.Tensor  # (B, T) bool, True on real behaviours
+    items: torch.Tensor  # (B, T) int64 item ids (0 = padding)
+
+
+class NextItemScorer(nn.Module):
+    """logit(item) = bias[item] + ⟨u, e_item⟩ over the full vocabulary, or true item + sampled negatives;
+    with ``copy``, mixed with a pointer over the items of the journey (the module docstring has the formula)."""
+
+    def __init__(self, vocab_size: int, hidden_size: int, scoring: str = "full", num_negatives: int = 100,
+                 copy: bool = False):
         super().__init__()
         self.vocab_size = vocab_size
         self.scoring = scoring
@@ -88,22 +108,62 @@ class NextItemScorer(nn.Module):
         self.item = nn.Embedding(vocab_size, hidden_size)  # (V_item, H)
         nn.init.xavier_uniform_(self.item.weight)
         self.bias = nn.Parameter(torch.zeros(vocab_size))
+        self.copy = None
+        if copy:
+            self.copy = nn.ModuleDict({
+                "query": nn.Linear(hidden_size, hidden_size),  # u -> what to look for among past behaviours
+                "key": nn.Linear(hidden_size, hidden_size),  # each behaviour's state -> what it offers
+                "gate": nn.Linear(hidden_size, 1),  # u -> logit of g, the share of the scored distribution
+            })
 
-    def forward(self, u: torch.Tensor, target: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def forward(
+        self, u: torch.Tensor, target: torch.Tensor | None = None, history: ItemHistory | None = None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Returns (full logits (B, V_item), None), or in sampled training (None, sampled logits (B, 1 + S))."""
         if self.scoring == "sampled" and self.training and target is not None:
-            return None, self._sampled(u, target)
+            logits, candidates = self._sampled(u, target)
+            if self.copy is not None and history is not None:
+                logits = self._mix(u, logits, history, candidates)
+                repeats_target = torch.cat([torch.zeros_like(target[:, None], dtype=torch.bool),
+                                            candidates[:, 1:] == target[:, None]], dim=1)  # (B, 1 + S)
+                logits = logits.masked_fill(repeats_target, large_negative(logits.dtype))
+            return None, logits
         logits = u @ self.item.weight.T + self.bias  # (B, V_item)
+        if self.copy is not None and history is not None:
+            logits = self._mix(u, logits, history)
         logits[:, PAD_ID] = large_negative(logits.dtype)
         return logits, None
 
-    def _sampled(self, u: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def _sampled(self, u: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 1 + S) logits and the item ids they score: the target in column 0, then shared negatives."""
         # uniform negatives shared by the batch; any id but padding, a negative equal to the target is masked
         negatives = torch.randint(1, self.vocab_size, (self.num_negatives,), device=u.device)  # (S,)
         positive = (u * self.item(target)).sum(-1) + self.bias[target]  # (B,)
         negative = u @ self.item(negatives).T + self.bias[negatives]  # (B, S)
         negative = negative.masked_fill(negatives[None, :] == target[:, None], large_negative(u.dtype))
-        return torch.cat([positive[:, None], negative], dim=1)
+        candidates = torch.cat([target[:, None], negatives[None, :].expand(len(target), -1)], dim=1)  # (B, 1 + S)
+        return torch.cat([positive[:, None], negative], dim=1), candidates
+
+    def _mix(self, u: torch.Tensor, logits: torch.Tensor, history: ItemHistory,
+             candidates: torch.Tensor | None = None) -> torch.Tensor:
+        """log(g · softmax(logits) + (1 − g) · copy), in float32; ``candidates`` (B, C) names logits' columns
+        when they are not the whole vocabulary."""
+        copy = self.copy
+        assert copy is not None
+        H = u.shape[-1]
+        query = copy["query"](u).float()  # (B, H)
+        keys = copy["key"](history.states).float()  # (B, T, H)
+        # padding and out-of-vocabulary items are never copied: the pointer sees behaviours with a known item
+        copyable = history.mask & (history.items >= len(FIELD_SPECIAL_IDS))  # (B, T)
+        pointer = masked_softmax(torch.einsum("bh,bth->bt", query, keys) / H**0.5, copyable)  # (B, T)
+        copied = pointer.new_zeros(u.shape[0], self.vocab_size)  # (B, V_item) pointer mass per item
+        copied.scatter_add_(1, history.items, pointer)
+        if candidates is not None:
+            copied = copied.gather(1, candidates)  # (B, C)
+        gate = copy["gate"](u).float()  # (B, 1) logit of g
+        scored = F.logsigmoid(gate) + logits.float().log_softmax(-1)
+        recalled = F.logsigmoid(-gate) + copied.clamp_min(torch.finfo(torch.float32).tiny).log()
+        return torch.logaddexp(scored, recalled)
 
 
 class TaskScores(nn.Module):
@@ -121,10 +181,19 @@ class TaskScores(nn.Module):
         self.next_item = None
         if Task.NEXT_ITEM in tasks:
             item_vocab = spec.categorical_vocab_sizes[spec.item_field]  # type: ignore[index]
-            self.next_item = NextItemScorer(item_vocab, H, config.next_item_scoring, config.num_sampled_negatives)
+            self.next_item = NextItemScorer(item_vocab, H, config.next_item_scoring, config.num_sampled_negatives,
+                                            config.next_item_copy)
+        self.item_field = spec.item_field
 
-    def forward(self, representations: Mapping[str, torch.Tensor], output: ModelOutput, next_item: torch.Tensor | None) -> None:
-        """Fill ``output``'s logits from {task query name: (B, H)}."""
+    def item_history(self, states: torch.Tensor, mask: torch.Tensor, batch: SequenceBatch) -> ItemHistory | None:
+        """What the next-item scorer may copy from, or None when it does not copy."""
+        if self.next_item is None or self.next_item.copy is None:
+            return None
+        return ItemHistory(states, mask, batch.categorical[self.item_field])  # type: ignore[index]
+
+    def forward(self, representations: Mapping[str, torch.Tensor], output: ModelOutput, next_item: torch.Tensor | None,
+                history: ItemHistory | None = None) -> None:
+        """Fill ``output``'s logits from {task query name: (B, H)} (and the journey's items, to copy from)."""
         if self.outcome_names:
             u = torch.stack([representations[name] for name in self.outcome_names], dim=1)  # (B, n_outcomes, H)
             output.outcome_logits = (u * self.outcome_weight).sum(-1) + self.outcome_bias  # (B, n_outcomes)
@@ -132,7 +201,7 @@ class TaskScores(nn.Module):
             output.next_event_logits = mask_special_event_types(self.next_event(representations[NEXT_EVENT_QUERY]))
         if self.next_item is not None:
             output.next_item_logits, output.next_item_sampled_logits = self.next_item(
-                representations[NEXT_ITEM_QUERY], next_item
+                representations[NEXT_ITEM_QUERY], next_item, history
             )
 
 
@@ -152,14 +221,13 @@ class TaskHeads(nn.Module):
         self.attention = TaskQueryAttention(names, config) if names else None
         self.scores = TaskScores(spec, tasks, config)
 
-    def forward(
-        self, encoded: EncodedSequence, next_item: torch.Tensor | None = None, need_weights: bool = False
-    ) -> ModelOutput:
+    def forward(self, encoded: EncodedSequence, batch: SequenceBatch, need_weights: bool = False) -> ModelOutput:
         output = ModelOutput(representation=encoded.summary, attentions=dict(encoded.attentions))
         if self.attention is None:
             return output
         representations, attentions = self.attention(encoded.states, encoded.mask, need_weights)
         output.task_representations = representations
         output.attentions.update(attentions)
-        self.scores(representations, output, next_item)
+        history = self.scores.item_history(encoded.states, encoded.mask, batch)
+        self.scores(representations, output, batch.next_item, history)
         return output

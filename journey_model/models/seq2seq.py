@@ -388,7 +388,7 @@ class Seq2Seq(JourneyModel):
 
     def forward(self, batch: SequenceBatch, output_attentions: bool = False) -> ModelOutput:
         encoded = self.encode(batch)
-        output = self.heads(encoded, batch.next_item, output_attentions)
+        output = self.heads(encoded, batch, output_attentions)
         if self.decoder is not None and batch.forecast is not None:
             output.forecast_logits, attentions = self.decoder.teacher_forced(encoded, batch.forecast, output_attentions)
             output.attentions.update(attentions)

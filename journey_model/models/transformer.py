@@ -125,7 +125,7 @@ class Transformer(JourneyModel):
 
     def forward(self, batch: SequenceBatch, output_attentions: bool = False) -> ModelOutput:
         encoded = self.encode(batch, output_attentions)
-        output = self.heads(encoded, batch.next_item, output_attentions)
+        output = self.heads(encoded, batch, output_attentions)
         if self.decoder is not None and batch.forecast is not None:
             inputs = teacher_forcing_inputs(batch.forecast)  # (B, K)
             output.forecast_logits, attentions = self.decoder(inputs, encoded.states, encoded.mask, output_attentions)

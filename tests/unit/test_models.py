@@ -17,10 +17,11 @@ import pytest
 import torch
 
 from journey_model.data.batch import SequenceBatch, collate_examples
-from journey_model.data.features import BOS_ID, EOS_ID, PAD_ID, BehaviourGroup, FeatureSpec
+from journey_model.data.features import BOS_ID, EOS_ID, OOV_ID, PAD_ID, BehaviourGroup, FeatureSpec
 from journey_model.models import ATRankConfig, ModelOutput, UnknownModelError, build_model, list_models
 from journey_model.models.attention import RelativeTime, TypePairBias, rotary_time_tables, rotate
 from journey_model.models.base import LEGACY_TRAINING_FIELDS
+from journey_model.models.heads import ItemHistory, NextItemScorer
 from journey_model.models.registry import supported_tasks
 from journey_model.models.tasks import Task, UnsupportedTaskError
 from journey_model.training.losses import (
@@ -194,6 +195,75 @@ def test_next_item_sampled_negatives_in_training_full_scores_in_eval() -> None:
     model.eval()
     output = model(batch)
     assert output.next_item_sampled_logits is None and output.next_item_logits.shape == (batch.batch_size, 12)
+
+
+def test_sampled_scoring_with_copying_masks_negatives_equal_to_the_target() -> None:
+    batch = random_batch(lengths=(3, 5, 8, 6))
+    model = build("atrank", tasks=["next_item"], next_item_scoring="sampled", num_sampled_negatives=40)
+    model.train()
+    torch.manual_seed(3)  # 40 draws from 11 ids: every target is drawn again as a negative
+    logits = model(batch).next_item_sampled_logits  # (B, 1 + S) log-probabilities, target in column 0
+    assert torch.isfinite(logits).all() and (logits <= 1e-5).all()
+    assert (logits[:, 0] > -1e4).all()
+    negatives = logits[:, 1:]
+    assert (negatives < -1e30).sum(1).ge(1).all(), "a negative equal to the target must not compete with it"
+
+
+def test_copying_spreads_the_pointer_over_the_journeys_own_items_only() -> None:
+    torch.manual_seed(0)
+    scorer = NextItemScorer(vocab_size=9, hidden_size=4, copy=True)
+    with torch.no_grad():
+        scorer.copy["gate"].bias.fill_(-50.0)  # g ≈ 0: the prediction is the copy alone
+    history = ItemHistory(states=torch.randn(1, 5, 4), mask=torch.tensor([[True, True, True, True, False]]),
+                          items=torch.tensor([[5, OOV_ID, 7, 5, 0]]))
+    probs = scorer(torch.randn(1, 4), history=history)[0].exp()[0]  # (V,)
+    copied = history.items[0, [0, 2, 3]]
+    assert probs[[5, 7]].sum().item() == pytest.approx(1.0, abs=1e-5)
+    assert probs[OOV_ID].item() < 1e-6 and probs[PAD_ID].item() == 0.0  # never copied
+    assert probs[[i for i in range(9) if i not in copied.tolist()]].sum().item() < 1e-6
+
+
+def _repeat_payee_examples(rng: random.Random, n: int) -> list[dict[str, object]]:
+    """The next item is the payee of the customer's latest PAYMENT, among 400 items drawn at random."""
+    examples = []
+    for _ in range(n):
+        length = rng.randint(5, 10)
+        types = [rng.choice([PAYMENT, TRANSFER, VIEW, LOGIN]) for _ in range(length)]
+        types[rng.randrange(length)] = PAYMENT
+        items = [rng.randint(2, 399) if t != LOGIN else 0 for t in types]
+        example = make_example(rng, length)
+        example.update(event_type=types, cat_item=items, cat_channel=[1] * length, num_amount=[0.0] * length,
+                       next_item=[i for t, i in zip(types, items) if t == PAYMENT][-1])
+        examples.append(example)
+    return examples
+
+
+@pytest.mark.parametrize("name", ["atrank", "gru-attn"])
+def test_copying_learns_to_pay_the_last_payee_again(name: str) -> None:
+    """Payees are drawn anew for every customer, so only copying from the journey can name the next one."""
+    spec = dataclasses.replace(SPEC, categorical_vocab_sizes={"item": 400, "channel": 5})
+    rng = random.Random(0)
+    train, test = collate(_repeat_payee_examples(rng, 512)), collate(_repeat_payee_examples(rng, 256))
+    accuracy = {}
+    for copy in (True, False):
+        torch.manual_seed(0)
+        model = build_model(name, spec, tasks=["next_item"], field_dim=8, hidden_size=32, num_heads=4,
+                            next_item_copy=copy)
+        optimiser = torch.optim.Adam(model.parameters(), lr=5e-3)
+        for _ in range(120):
+            batch = train.take(torch.randint(0, train.batch_size, (64,)))
+            loss = compute_losses(model(batch), batch)["loss"]
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+        model.eval()
+        with torch.no_grad():
+            logits = model(test).next_item_logits
+        accuracy[copy] = (logits.argmax(-1) == test.next_item).float().mean().item()
+        if copy:  # log-probabilities of a distribution that never names padding
+            assert logits.logsumexp(-1).le(1e-4).all() and (logits[:, PAD_ID] < -1e30).all()
+    assert accuracy[True] > 0.8, f"{name} with copying: accuracy {accuracy[True]:.3f}"
+    assert accuracy[False] < 0.2, f"{name} without copying: accuracy {accuracy[False]:.3f} (the items are random)"
 
 
 # ---------------------------------------------------------------------------------------------- attention
