@@ -12,7 +12,9 @@ Run from Journey's venv (the peers run as subprocesses in their own venvs, made 
    (``journey train`` in Python: :func:`journey_model.training.train.train`, task ``next_item``,
    ``unseen_as_miss``) and RecBole's SASRec, GRU4Rec, BERT4Rec (``run_recbole.py``). Metric: HR@10, NDCG@10,
    MRR@10 on the test targets, full ranking over every item, an item Journey's vocabulary does not know
-   (``<oov>``) counted as a miss for everybody (``most-frequent`` is listed as the floor).
+   (``<oov>``) counted as a miss for everybody. Two counted baselines stand beside the models and are not
+   "Journey's best": ``most-frequent`` (the floor) and ``recent-items`` (the customer's own items, most recent
+   first; on repeat-heavy data a bar every model has to clear).
 2. **Berka loan default** (``trans_PARTIAL_first3MiB.asc`` + ``loan.asc``): ``ingest`` -> ``prepare`` (labels
    cut-offs at each loan date, customer split with validation 20 % / test 30 % of the accounts, the split salted
    by the seed, so each seed is another split — the same one for every model) -> ``export.py lifestream`` ->
@@ -88,6 +90,7 @@ RESULTS = REPO / "benchmarks" / "results"
 RECBOLE_PY, LIFESTREAM_PY = REPO / ".venvs" / "recbole" / "bin" / "python", REPO / ".venvs" / "lifestream" / "bin" / "python"
 HERE = Path(__file__).resolve().parent
 JOURNEY_MODELS = ["atrank", "gru-attn"]
+COUNTED_BASELINES = ["most-frequent", "recent-items"]  # listed beside the models, never "Journey's best"
 RECBOLE_MODELS = ["SASRec", "GRU4Rec", "BERT4Rec"]
 LIFESTREAM_MODELS = ["rnn", "transformer"]
 OVERRIDES = {"hidden_size": 64, "num_heads": 4, "field_dim": 16}
@@ -276,7 +279,8 @@ def summarise(records: list[dict]) -> dict:
         def mean(values: list[float]) -> float:
             values = [v for v in values if v is not None and not math.isnan(v)]
             return statistics.mean(values) if values else math.nan
-        mine = [r for r in rows if r["data"] == data and r["library"] == "journey" and r["model"] != "most-frequent"]
+        mine = [r for r in rows if r["data"] == data and r["library"] == "journey"
+                and r["model"] not in COUNTED_BASELINES]
         peers = [r for r in rows if r["data"] == data and r["library"] != "journey"]
         if not mine or not peers:
             continue
@@ -321,7 +325,7 @@ def markdown(summary: dict, settings: dict) -> str:
         for r in sorted(rows, key=lambda r: (r["library"] != "journey", r["model"])):
             values = [_ms(r[c]) for c in cols] if data == "taobao" else [_ms(r["values"], 3)]
             cpu = statistics.mean(r["cpu_s_per_epoch"])
-            ratio = f"{cpu / peer_cpu:.2f}" if peer_cpu and r["model"] != "most-frequent" else "-"
+            ratio = f"{cpu / peer_cpu:.2f}" if peer_cpu and r["model"] not in COUNTED_BASELINES else "-"
             load = r["loadavg_1min"]
             lines.append(f"| {r['library']} | {r['model']} | " + " | ".join(values)
                          + f" | {_ms(r['cpu_s_per_epoch'], 2)} | {ratio} | {','.join(map(str, r['epochs']))} | "
@@ -429,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
                      "--batch-size", str(args.batch_size), "--hidden", "64"],
                     work / "peer_runs" / f"taobao_{model}_{seed}.json")))
         for seed in args.seeds:
-            for model in wanted(["most-frequent", *JOURNEY_MODELS]):
+            for model in wanted([*COUNTED_BASELINES, *JOURNEY_MODELS]):
                 guarded(f"taobao journey {model} seed {seed}", records,
                         partial(run_journey, prepared, model, "next_item", seed, args, work))
             save()

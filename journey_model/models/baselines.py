@@ -4,6 +4,10 @@
   (log1p counts, order- and recency-free) plus the mean and presence share of each numeric field. Outcomes
   and next event type (multinomial).
 * :class:`MostFrequent` — the most frequent next event type / next item, counted from training batches.
+* :class:`RecentItems` — the next item is one the customer used before, the more recent the likelier: how often
+  the next item was the journey's most recent distinct item, its second most recent, … or a new one is counted
+  from training batches (new ones follow their overall frequency). Repeat consumption is strong wherever
+  customers come back to the same payee, merchant or product; sequence models have to beat it.
 * :class:`Markov` — a first-order Markov chain over event types: P(next | last event), smoothed towards the
   overall next-event frequencies; forecasts by chaining (greedy or beam, like every decoder).
 * :class:`GRUAttentionPooling` — a (bidirectional) GRU whose states are pooled by additive attention into one
@@ -24,7 +28,7 @@ import torch
 from torch import nn
 
 from journey_model.data.batch import SequenceBatch
-from journey_model.data.features import BOS_ID, EOS_ID, PAD_ID, FeatureSpec
+from journey_model.data.features import BOS_ID, EOS_ID, FIELD_SPECIAL_IDS, PAD_ID, FeatureSpec
 from journey_model.models.attention import large_negative, masked_softmax
 from journey_model.models.base import JourneyModel, SequenceModelConfig, check_batch
 from journey_model.models.decoding import DecoderStep, teacher_forcing_inputs
@@ -121,6 +125,7 @@ class CountConfig:
     smoothing: float = 1.0  # pseudo-count added to every id (Laplace / add-one smoothing)
     prior_strength: float = 1.0  # Markov: pseudo-transitions pulling each row towards overall frequencies
     count_history: bool = True  # also count the behaviours inside each journey, not only the targets
+    recency_ranks: int = 50  # recent-items: distinct items told apart by recency; older ones share the last rank
 
 
 def last_event_type(batch: SequenceBatch) -> torch.Tensor:
@@ -198,6 +203,80 @@ class MostFrequent(CountModel):
             log_probs = _log_frequencies(self.item_counts, self.config.smoothing, (PAD_ID,))
             output.next_item_logits = log_probs.expand(B, -1).clone()  # (B, V_item)
         return output
+
+
+class RecentItems(CountModel):
+    """The journey's own items ranked by recency, with the chance of each rank counted from training.
+
+    ``P(item) = P(rank r) / n_r`` for an item whose latest use is the r-th most recent among the journey's
+    distinct items (ranks from ``recency_ranks`` on share the last one, among ``n_r`` items), and
+    ``P(new) · f(item) / Σ f`` over the items the journey has not used, with ``f`` the add-``smoothing``
+    frequency of new next items (``<oov>`` among them). Padding and ``<oov>`` items are never ranked as used.
+    """
+
+    supported_tasks = frozenset({Task.NEXT_ITEM})
+    unsupported_reasons = {
+        Task.OUTCOME: "recency of items carries no outcome; use 'bag' as the simplest outcome model",
+        Task.NEXT_EVENT: "use 'markov' or 'most-frequent' for a count-based next event",
+        Task.FORECAST: "use 'markov' for a count-based forecast",
+    }
+
+    def __init__(
+        self,
+        spec: FeatureSpec,
+        config: CountConfig | None = None,
+        tasks: Iterable[Task | str] | None = None,
+        model_name: str = "recent-items",
+    ):
+        super().__init__(spec, tasks, model_name)
+        self.config = config or CountConfig()
+        if self.config.recency_ranks < 1:
+            raise ValueError(f"CountConfig.recency_ranks = {self.config.recency_ranks}; expected at least 1")
+        self.register_buffer("rank_counts", torch.zeros(self.config.recency_ranks + 1))  # (1 + R,): new, 1st, 2nd …
+        self.register_buffer("new_item_counts", torch.zeros(spec.categorical_vocab_sizes[spec.item_field]))  # type: ignore[index]
+
+    def _ranks(self, batch: SequenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T) items (padding where not a known item) and (B, T) recency rank of each item's latest use
+        (1 = the most recent distinct item, capped at ``recency_ranks``; 0 elsewhere)."""
+        check_batch(batch, self.spec)
+        items = batch.categorical[self.spec.item_field]  # type: ignore[index]
+        items = items.masked_fill(~batch.mask | (items < len(FIELD_SPECIAL_IDS)), PAD_ID)  # (B, T)
+        B, T = items.shape
+        position = torch.arange(T, device=items.device).expand(B, T)
+        latest = torch.full((B, self.new_item_counts.shape[0]), -1, device=items.device, dtype=torch.long)
+        latest.scatter_reduce_(1, items, position, reduce="amax")  # (B, V) last position of each item
+        is_latest = (latest.gather(1, items) == position) & (items != PAD_ID)  # (B, T)
+        later = is_latest.flip(1).cumsum(1).flip(1)  # (B, T) latest uses from t on, t included
+        ranks = (later * is_latest).clamp(max=self.config.recency_ranks)
+        return items, ranks
+
+    @torch.no_grad()
+    def update_counts(self, batch: SequenceBatch) -> None:
+        if batch.next_item is None:
+            return
+        items, ranks = self._ranks(batch)
+        known = batch.next_item != PAD_ID
+        target_rank = (ranks * (items == batch.next_item[:, None])).amax(1)  # (B,) 0 = a new item
+        self.rank_counts += torch.bincount(target_rank[known], minlength=self.rank_counts.shape[0]).to(self.rank_counts.dtype)
+        _count_ids(self.new_item_counts, batch.next_item[known & (target_rank == 0)])
+
+    def forward(self, batch: SequenceBatch, output_attentions: bool = False) -> ModelOutput:
+        items, ranks = self._ranks(batch)
+        B = items.shape[0]
+        rank_log_p = _log_frequencies(self.rank_counts, self.config.smoothing, ())  # (1 + R,)
+        # <oov> keeps its frequency as a next item (a new, unknown item), only copying never names it
+        frequency = _log_frequencies(self.new_item_counts, self.config.smoothing, (PAD_ID,)).exp()  # (V,)
+        used = torch.zeros(B, frequency.shape[0], dtype=torch.bool, device=items.device)
+        used.scatter_(1, items, ranks > 0)  # (B, V)
+        unused_mass = (frequency[None] * ~used).sum(1, keepdim=True).clamp(min=1e-30)  # (B, 1)
+        logits = rank_log_p[0] + torch.log((frequency[None] / unused_mass).clamp(min=1e-30))  # (B, V) new items
+        # the last rank is shared by every item at or beyond it
+        sharing = (ranks == self.config.recency_ranks).sum(1, keepdim=True).clamp(min=1)  # (B, 1)
+        share = torch.where(ranks == self.config.recency_ranks, sharing, torch.ones_like(ranks))
+        used_log_p = rank_log_p[ranks] - share.to(rank_log_p.dtype).log()  # (B, T), read only at latest uses
+        logits = logits.scatter(1, items.masked_fill(ranks == 0, PAD_ID), used_log_p.masked_fill(ranks == 0, 0.0))
+        logits[:, PAD_ID] = large_negative(logits.dtype)
+        return ModelOutput(next_item_logits=logits)
 
 
 def _count_ids(counts: torch.Tensor, ids: torch.Tensor | None) -> None:

@@ -23,6 +23,7 @@ from journey_model.models.baselines import (
     GRUAttentionPooling,
     Markov,
     MostFrequent,
+    RecentItems,
 )
 from journey_model.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from journey_model.models.tasks import Task
@@ -121,6 +122,9 @@ MODELS: dict[str, ModelEntry] = {
     ),
     "most-frequent": ModelEntry(
         MostFrequent, CountConfig, "most frequent next event / item (counted, no gradient)"
+    ),
+    "recent-items": ModelEntry(
+        RecentItems, CountConfig, "the journey's own items by recency, then the most frequent (counted, no gradient)"
     ),
     "gru-attn": ModelEntry(GRUAttentionPooling, GRUAttentionConfig, "bidirectional GRU + attention pooling"),
 }

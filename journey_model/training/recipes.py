@@ -64,6 +64,7 @@ RECIPES: dict[str, TrainingRecipe] = {
     "bag": BAG,
     "markov": COUNTED,
     "most-frequent": COUNTED,
+    "recent-items": COUNTED,
     "gru-attn": ADAM,
 }
 

@@ -60,8 +60,9 @@ TINY: dict[str, dict[str, object]] = {name: dict(TINY_SEQUENCE) for name in list
 TINY["bag"] = {}
 TINY["markov"] = {}
 TINY["most-frequent"] = {}
+TINY["recent-items"] = {}
 
-COUNT_MODELS = ["markov", "most-frequent"]
+COUNT_MODELS = ["markov", "most-frequent", "recent-items"]
 TRAINABLE = [name for name in list_models() if name not in COUNT_MODELS]
 FORECASTERS = [name for name in list_models() if Task.FORECAST in supported_tasks(name)]
 WITH_ATTENTION = ["atrank", "transformer", "gru-bahdanau", "lstm-bahdanau", "gru-luong", "lstm-luong", "gru-attn", "gru"]
@@ -622,6 +623,37 @@ def test_every_trainable_model_overfits_a_tiny_batch(name: str) -> None:
     model = build(name)
     first, last = _train(model, batch, steps=60, lr=3e-2)
     assert last < 0.1 * first, f"{name}: loss {first:.3f} -> {last:.3f}"
+
+
+def test_recent_items_counts_how_recent_the_next_item_was() -> None:
+    """Next = the journey's second most recent distinct item (repeats inside the journey included), or item 7."""
+    spec = dataclasses.replace(SPEC, categorical_vocab_sizes={"item": 60, "channel": 5})
+    rng = random.Random(0)
+
+    def examples(n: int) -> list[dict[str, object]]:
+        out = []
+        for i in range(n):
+            items = [rng.randint(8, 59) for _ in range(rng.randint(3, 9))]
+            items[-1] = items[-2] = items[-3] if rng.random() < 0.5 else items[-1]  # a repeated latest item
+            distinct = list(dict.fromkeys(reversed(items)))
+            example = make_example(rng, len(items))
+            example.update(event_type=[PAYMENT] * len(items), cat_item=items,
+                           next_item=distinct[1] if i % 4 and len(distinct) > 1 else 7)
+            out.append(example)
+        return out
+
+    train, test = collate(examples(400)), collate(examples(200))
+    model = build_model("recent-items", spec, tasks=["next_item"]).fit([train])
+    assert model.rank_counts.argmax().item() == 2 and model.new_item_counts.argmax().item() == 7
+    logits = model.eval()(test).next_item_logits
+    repeats = test.next_item != 7  # three in four: the second most recent item comes first, item 7 second
+    assert (logits.argmax(-1) == test.next_item)[repeats].all()
+    assert (logits.topk(2).indices == test.next_item[:, None]).any(1).all()
+    assert (logits[:, PAD_ID] < -1e30).all() and logits.logsumexp(-1).le(1e-4).all()
+    padded = model(widen(test, 4)).next_item_logits
+    assert torch.allclose(padded, logits)
+    unknown = dataclasses.replace(test, next_item=torch.full_like(test.next_item, OOV_ID))  # a new, unknown item
+    assert torch.isfinite(compute_losses(model(unknown), unknown)["loss"])
 
 
 def _order_examples(rng: random.Random, n: int) -> list[dict[str, object]]:
