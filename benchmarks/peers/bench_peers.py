@@ -43,7 +43,9 @@ Commands (2 shared CPU cores)::
 
 The first measured run (``benchmarks/results/peers.*``) was ``--users 120 --min-interactions 0 --epochs 2
 --berka-epochs 10 --seeds 0 1 2 --peer-lanes 2`` (1-min load 7.6-11.6 from other jobs on the 2 cores while it
-ran); ``peers_taobao_kcore.*`` is ``--parts taobao --epochs 10`` with today's defaults (README, "Peers side by side").
+ran); ``peers_taobao_kcore.*`` is ``--parts taobao --epochs 10`` before next items were copied,
+``peers_taobao_kcore_copy.*`` the same with today's defaults, ``peers_berka_20seeds.*`` ``--parts berka --seeds 0 … 19``
+(README, "Peers side by side").
 """
 
 from __future__ import annotations
