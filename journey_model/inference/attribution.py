@@ -51,6 +51,7 @@ from journey_model.models.atrank import ATRank, ATRankEncoder
 from journey_model.models.base import JourneyModel
 from journey_model.models.baselines import BagOfEvents, GRUAttentionPooling
 from journey_model.models.embedding import BehaviourEmbedding
+from journey_model.models.heads import COPY_ATTENTION, NEXT_ITEM_QUERY
 from journey_model.models.output import ModelOutput
 from journey_model.models.seq2seq import Seq2Seq
 from journey_model.models.tasks import Task
@@ -275,6 +276,13 @@ def attention_importance(output: ModelOutput, mask: torch.Tensor, rollout: bool 
     }
     if not per_task and "pool" in output.attentions:
         per_task = {POOLED_TASK: output.attentions["pool"].float()}
+    if COPY_ATTENTION in output.attentions:
+        # next items copied from the journey: the copied share goes to the behaviours copied from, the rest by the
+        # query's (or the pool's) attention — g · attention + (1 − g) · pointer, a distribution over behaviours
+        copied = output.attentions[COPY_ATTENTION].float()  # (B, T), sums to 1 − g
+        read = per_task.get(NEXT_ITEM_QUERY, per_task.get(POOLED_TASK))
+        if read is not None:
+            per_task[NEXT_ITEM_QUERY] = (1.0 - copied.sum(-1, keepdim=True)) * read + copied
     if rollout:
         flow = attention_rollout(output, mask)  # (B, T, T)
         per_task = {task: torch.einsum("bq,bqk->bk", w, flow) for task, w in per_task.items()}

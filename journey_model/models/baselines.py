@@ -430,6 +430,6 @@ class GRUAttentionPooling(JourneyModel):
         if output_attentions:
             output.attentions["pool"] = weights
         history = self.scores.item_history(encoded.states, encoded.mask, batch)
-        self.scores(representations, output, batch.next_item, history)
+        self.scores(representations, output, batch.next_item, history, output_attentions)
         return output
 

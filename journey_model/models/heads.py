@@ -35,6 +35,7 @@ from journey_model.models.tasks import Task
 
 NEXT_EVENT_QUERY = "next_event"
 NEXT_ITEM_QUERY = "next_item"
+COPY_ATTENTION = "copy/next_item"  # (B, T): each behaviour's share of the next-item prediction by copying
 
 
 def task_query_names(spec: FeatureSpec, tasks: Sequence[Task]) -> list[str]:
@@ -118,21 +119,24 @@ class NextItemScorer(nn.Module):
 
     def forward(
         self, u: torch.Tensor, target: torch.Tensor | None = None, history: ItemHistory | None = None
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Returns (full logits (B, V_item), None), or in sampled training (None, sampled logits (B, 1 + S))."""
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """Returns (full logits (B, V_item), None, copied), or in sampled training (None, sampled logits
+        (B, 1 + S), copied); ``copied`` (B, T) is each behaviour's share of the prediction handed over by copying,
+        ``(1 − g) · pointer``, None without copying."""
+        copied = None
         if self.scoring == "sampled" and self.training and target is not None:
             logits, candidates = self._sampled(u, target)
             if self.copy is not None and history is not None:
-                logits = self._mix(u, logits, history, candidates)
+                logits, copied = self._mix(u, logits, history, candidates)
                 repeats_target = torch.cat([torch.zeros_like(target[:, None], dtype=torch.bool),
                                             candidates[:, 1:] == target[:, None]], dim=1)  # (B, 1 + S)
                 logits = logits.masked_fill(repeats_target, large_negative(logits.dtype))
-            return None, logits
+            return None, logits, copied
         logits = u @ self.item.weight.T + self.bias  # (B, V_item)
         if self.copy is not None and history is not None:
-            logits = self._mix(u, logits, history)
+            logits, copied = self._mix(u, logits, history)
         logits[:, PAD_ID] = large_negative(logits.dtype)
-        return logits, None
+        return logits, None, copied
 
     def _sampled(self, u: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 1 + S) logits and the item ids they score: the target in column 0, then shared negatives."""
@@ -145,9 +149,9 @@ class NextItemScorer(nn.Module):
         return torch.cat([positive[:, None], negative], dim=1), candidates
 
     def _mix(self, u: torch.Tensor, logits: torch.Tensor, history: ItemHistory,
-             candidates: torch.Tensor | None = None) -> torch.Tensor:
-        """log(g · softmax(logits) + (1 − g) · copy), in float32; ``candidates`` (B, C) names logits' columns
-        when they are not the whole vocabulary."""
+             candidates: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """log(g · softmax(logits) + (1 − g) · copy) in float32, and (1 − g) · pointer (B, T); ``candidates``
+        (B, C) names logits' columns when they are not the whole vocabulary."""
         copy = self.copy
         assert copy is not None
         H = u.shape[-1]
@@ -163,7 +167,7 @@ class NextItemScorer(nn.Module):
         gate = copy["gate"](u).float()  # (B, 1) logit of g
         scored = F.logsigmoid(gate) + logits.float().log_softmax(-1)
         recalled = F.logsigmoid(-gate) + copied.clamp_min(torch.finfo(torch.float32).tiny).log()
-        return torch.logaddexp(scored, recalled)
+        return torch.logaddexp(scored, recalled), torch.sigmoid(-gate) * pointer
 
 
 class TaskScores(nn.Module):
@@ -192,17 +196,20 @@ class TaskScores(nn.Module):
         return ItemHistory(states, mask, batch.categorical[self.item_field])  # type: ignore[index]
 
     def forward(self, representations: Mapping[str, torch.Tensor], output: ModelOutput, next_item: torch.Tensor | None,
-                history: ItemHistory | None = None) -> None:
-        """Fill ``output``'s logits from {task query name: (B, H)} (and the journey's items, to copy from)."""
+                history: ItemHistory | None = None, need_weights: bool = False) -> None:
+        """Fill ``output``'s logits from {task query name: (B, H)} (and the journey's items, to copy from); with
+        ``need_weights``, also the copied shares (``COPY_ATTENTION``)."""
         if self.outcome_names:
             u = torch.stack([representations[name] for name in self.outcome_names], dim=1)  # (B, n_outcomes, H)
             output.outcome_logits = (u * self.outcome_weight).sum(-1) + self.outcome_bias  # (B, n_outcomes)
         if self.next_event is not None:
             output.next_event_logits = mask_special_event_types(self.next_event(representations[NEXT_EVENT_QUERY]))
         if self.next_item is not None:
-            output.next_item_logits, output.next_item_sampled_logits = self.next_item(
+            output.next_item_logits, output.next_item_sampled_logits, copied = self.next_item(
                 representations[NEXT_ITEM_QUERY], next_item, history
             )
+            if copied is not None and need_weights:
+                output.attentions[COPY_ATTENTION] = copied
 
 
 def mask_special_event_types(logits: torch.Tensor) -> torch.Tensor:
@@ -229,5 +236,5 @@ class TaskHeads(nn.Module):
         output.task_representations = representations
         output.attentions.update(attentions)
         history = self.scores.item_history(encoded.states, encoded.mask, batch)
-        self.scores(representations, output, batch.next_item, history)
+        self.scores(representations, output, batch.next_item, history, need_weights)
         return output

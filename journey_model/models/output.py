@@ -28,7 +28,8 @@ class ModelOutput:
     """One forward pass's predictions. A field is None when the model was not built for that task.
 
     Attention weights (``output_attentions=True``) are keyed by name, e.g. ``"self/block0"`` (B, heads, T, T),
-    ``"task/churn"`` (B, heads, T), ``"forecast/attention"`` (B, K, T), ``"pool"`` (B, T).
+    ``"task/churn"`` (B, heads, T), ``"forecast/attention"`` (B, K, T), ``"pool"`` (B, T), and with next items
+    copied from the journey ``"copy/next_item"`` (B, T): each behaviour's share of the prediction by copying.
     """
 
     outcome_logits: torch.Tensor | None = None  # (B, n_outcomes) one logit per FeatureSpec.outcome_names

@@ -18,6 +18,7 @@ import torch
 
 from journey_model.data.batch import SequenceBatch, collate_examples
 from journey_model.data.features import BOS_ID, EOS_ID, OOV_ID, PAD_ID, BehaviourGroup, FeatureSpec
+from journey_model.inference.attribution import attention_importance
 from journey_model.models import ATRankConfig, ModelOutput, UnknownModelError, build_model, list_models
 from journey_model.models.attention import RelativeTime, TypePairBias, rotary_time_tables, rotate
 from journey_model.models.base import LEGACY_TRAINING_FIELDS
@@ -263,6 +264,13 @@ def test_copying_learns_to_pay_the_last_payee_again(name: str) -> None:
         accuracy[copy] = (logits.argmax(-1) == test.next_item).float().mean().item()
         if copy:  # log-probabilities of a distribution that never names padding
             assert logits.logsumexp(-1).le(1e-4).all() and (logits[:, PAD_ID] < -1e30).all()
+            # the attention explanation of the next item names the behaviour it was copied from
+            with torch.no_grad():
+                importance = attention_importance(model(test, output_attentions=True), test.mask)["next_item"]
+            last_payment = torch.where(test.event_type == PAYMENT, torch.arange(test.event_type.shape[1]), -1).amax(1)
+            found = (torch.as_tensor(importance).argmax(1) == last_payment).float().mean().item()
+            assert found > 0.8, f"{name}: the last payment explains the next item for {found:.2f} of customers"
+            assert torch.as_tensor(importance).sum(1).sub(1).abs().max() < 1e-4
     assert accuracy[True] > 0.8, f"{name} with copying: accuracy {accuracy[True]:.3f}"
     assert accuracy[False] < 0.2, f"{name} without copying: accuracy {accuracy[False]:.3f} (the items are random)"
 
