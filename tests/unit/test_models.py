@@ -294,7 +294,8 @@ def test_attention_rows_sum_to_one_over_real_keys(name: str) -> None:
     has_events = batch.lengths > 0
     output = build(name)(batch, output_attentions=True)
     if name == "gru":
-        assert set(output.attentions) == {f"task/{q}" for q in ["churn", "default", "next_event", "next_item"]}
+        assert set(output.attentions) == {f"task/{q}" for q in ["churn", "default", "next_event", "next_item"]} | {
+            "copy/next_item"}
     assert output.attentions, name
     decoder_inputs = torch.cat([torch.full_like(batch.forecast[:, :1], BOS_ID), batch.forecast[:, :-1]], 1)
     for label, w in output.attentions.items():
@@ -313,6 +314,11 @@ def test_attention_rows_sum_to_one_over_real_keys(name: str) -> None:
         elif label.startswith("forecast/cross/"):  # (B, heads, K, T)
             live = (decoder_inputs != PAD_ID) & has_events[:, None]
             _check_rows(w, mask, live[:, None, :], label)
+        elif label == "copy/next_item":  # (B, T): the copied share 1 - g, spread over behaviours with a known item
+            copyable = mask & (batch.categorical["item"] > 1)
+            assert (w >= 0).all() and (w[~copyable] == 0).all(), label
+            assert (w.sum(-1) <= 1 + 1e-5).all() and (w.sum(-1)[~copyable.any(-1)] == 0).all(), label
+            assert (w.sum(-1)[copyable.any(-1)] > 0).all(), label
         else:
             raise AssertionError(f"unexpected attention name {label}")
 
