@@ -160,10 +160,12 @@ class NextItemScorer(nn.Module):
         # padding and out-of-vocabulary items are never copied: the pointer sees behaviours with a known item
         copyable = history.mask & (history.items >= len(FIELD_SPECIAL_IDS))  # (B, T)
         pointer = masked_softmax(torch.einsum("bh,bth->bt", query, keys) / H**0.5, copyable)  # (B, T)
-        copied = pointer.new_zeros(u.shape[0], self.vocab_size)  # (B, V_item) pointer mass per item
-        copied.scatter_add_(1, history.items, pointer)
-        if candidates is not None:
-            copied = copied.gather(1, candidates)  # (B, C)
+        if candidates is None:
+            copied = pointer.new_zeros(u.shape[0], self.vocab_size)  # (B, V_item) pointer mass per item
+            copied.scatter_add_(1, history.items, pointer)
+        else:  # (B, C) without a (B, V_item) table: sampled scoring is for vocabularies too large for one
+            same = candidates[:, :, None] == history.items[:, None, :]  # (B, C, T)
+            copied = torch.einsum("bct,bt->bc", same.to(pointer.dtype), pointer)
         gate = copy["gate"](u).float()  # (B, 1) logit of g
         scored = F.logsigmoid(gate) + logits.float().log_softmax(-1)
         recalled = F.logsigmoid(-gate) + copied.clamp_min(torch.finfo(torch.float32).tiny).log()

@@ -225,6 +225,24 @@ def test_copying_spreads_the_pointer_over_the_journeys_own_items_only() -> None:
     assert probs[[i for i in range(9) if i not in copied.tolist()]].sum().item() < 1e-6
 
 
+def test_sampled_scoring_copies_the_same_mass_as_full_scoring() -> None:
+    torch.manual_seed(0)
+    scorer = NextItemScorer(vocab_size=50, hidden_size=8, scoring="sampled", num_negatives=30, copy=True)
+    with torch.no_grad():
+        scorer.copy["gate"].bias.fill_(-50.0)  # g ≈ 0: both predictions are the copy alone
+    history = ItemHistory(torch.randn(4, 6, 8), torch.ones(4, 6, dtype=torch.bool), torch.randint(2, 50, (4, 6)))
+    u, target = torch.randn(4, 8), history.items[:, 2]
+    torch.manual_seed(1)
+    sampled = scorer.train()(u, target, history)[1]  # (B, 1 + S)
+    torch.manual_seed(1)
+    candidates = torch.cat([target[:, None], torch.randint(1, 50, (30,))[None].expand(4, -1)], dim=1)
+    full = scorer.eval()(u, None, history)[0].gather(1, candidates)  # (B, 1 + S)
+    kept = sampled > -1e30  # negatives equal to the target are masked in sampled scoring
+    copied = kept & (full > -20)  # candidates in the history: their log copy mass, the same either way
+    assert kept[:, 0].all() and copied[:, 0].all() and torch.allclose(sampled[copied], full[copied], atol=1e-4)
+    assert (sampled[kept & ~copied] < -40).all() and (full[kept & ~copied] < -40).all()  # only g · softmax left
+
+
 def _repeat_payee_examples(rng: random.Random, n: int) -> list[dict[str, object]]:
     """The next item is the payee of the customer's latest PAYMENT, among 400 items drawn at random."""
     examples = []
