@@ -243,6 +243,19 @@ def test_sampled_scoring_copies_the_same_mass_as_full_scoring() -> None:
     assert (sampled[kept & ~copied] < -40).all() and (full[kept & ~copied] < -40).all()  # only g · softmax left
 
 
+def fit_minibatches(model, train: SequenceBatch, steps: int, lr: float = 5e-3, batch_size: int = 64) -> None:
+    """``steps`` Adam steps on random minibatches of ``train``; the model is left in eval mode."""
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(steps):
+        batch = train.take(torch.randint(0, train.batch_size, (batch_size,)))
+        loss = compute_losses(model(batch), batch)["loss"]
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    model.eval()
+
+
 def _repeat_payee_examples(rng: random.Random, n: int) -> list[dict[str, object]]:
     """The next item is the payee of the customer's latest PAYMENT, among 400 items drawn at random."""
     examples = []
@@ -269,14 +282,7 @@ def test_copying_learns_to_pay_the_last_payee_again(name: str) -> None:
         torch.manual_seed(0)
         model = build_model(name, spec, tasks=["next_item"], field_dim=8, hidden_size=32, num_heads=4,
                             next_item_copy=copy)
-        optimiser = torch.optim.Adam(model.parameters(), lr=5e-3)
-        for _ in range(120):
-            batch = train.take(torch.randint(0, train.batch_size, (64,)))
-            loss = compute_losses(model(batch), batch)["loss"]
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-        model.eval()
+        fit_minibatches(model, train, steps=120)
         with torch.no_grad():
             logits = model(test).next_item_logits
         accuracy[copy] = (logits.argmax(-1) == test.next_item).float().mean().item()
@@ -718,23 +724,11 @@ def test_atrank_learns_a_planted_order_signal() -> None:
     model = build_model(
         "atrank", SPEC, tasks=["outcome"], field_dim=8, hidden_size=32, num_heads=4, positional_encoding="sinusoidal"
     )
-    optimiser = torch.optim.Adam(model.parameters(), lr=5e-3)
-    for _ in range(150):
-        index = torch.randint(0, train.batch_size, (64,))
-        batch = _take(train, index)
-        loss = compute_losses(model(batch), batch)["loss"]
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-    model.eval()
+    fit_minibatches(model, train, steps=150)
     with torch.no_grad():
         predicted = model(test).outcome_logits[:, 0] > 0
     accuracy = (predicted == (test.outcomes[:, 0] > 0.5)).float().mean().item()
     assert accuracy > 0.85, f"accuracy {accuracy:.3f} on the ORDER signal (chance 0.5)"
-
-
-def _take(batch: SequenceBatch, index: torch.Tensor) -> SequenceBatch:
-    return batch.take(index)
 
 
 # ---------------------------------------------------------------------------------------------- count models
