@@ -130,11 +130,13 @@ class EpochCpu(Callback):
 
 
 # ---- data
-def prepare_taobao(work: Path, users: int, min_interactions: int = 0) -> Path:
+def prepare_taobao(work: Path, users: int, min_interactions: int = 0, no_repeats: bool = False) -> Path:
     """The first ``users`` customers of the Taobao file (0: all) -> leave-last-out next-item examples; the
     prepared dir. ``min_interactions`` > 0 keeps only users and items with at least that many interactions,
     filtered in turn until both hold (the k-core filter of the peers' benchmarks, RecBole's
-    ``user_inter_num_interval`` / ``item_inter_num_interval``), so that test targets are items a model can know."""
+    ``user_inter_num_interval`` / ``item_inter_num_interval``), so that test targets are items a model can know.
+    ``no_repeats`` keeps only each customer's first interaction with an item (before the k-core filter), as in
+    rating logs where nobody rates a movie twice: every target is then an item new to the customer."""
     subset = work / "taobao_subset.csv"
     with TAOBAO_CSV.open() as source, subset.open("w", newline="") as sink:
         reader, writer = csv.reader(source), csv.writer(sink)
@@ -146,6 +148,8 @@ def prepare_taobao(work: Path, users: int, min_interactions: int = 0) -> Path:
                 if users and len(seen) > users:
                     break
             writer.writerow(row)
+    if no_repeats:
+        first_interactions(subset)
     if min_interactions:
         k_core(subset, min_interactions)
     ingest([subset], MAPPINGS / "taobao.yaml", work / "taobao_events", progress=False)
@@ -156,6 +160,18 @@ def prepare_taobao(work: Path, users: int, min_interactions: int = 0) -> Path:
     ), overwrite=True, progress=False)
     log(report.summary())
     return work / "taobao_prepared"
+
+
+def first_interactions(path: Path) -> None:
+    """Rewrite an interactions CSV (user, item, ..., timestamp) keeping each (user, item) pair's earliest row."""
+    import pandas as pd
+
+    rows = pd.read_csv(path, dtype=str)
+    user, item, when = rows.columns[0], rows.columns[1], rows.columns[-1]
+    earliest = rows.assign(_t=pd.to_numeric(rows[when])).sort_values("_t", kind="stable")
+    kept = earliest.drop_duplicates([user, item], keep="first").sort_index().drop(columns="_t")
+    kept.to_csv(path, index=False)
+    log(f"first interactions only: kept {len(kept):,} of {len(rows):,} events")
 
 
 def k_core(path: Path, k: int) -> None:
@@ -350,6 +366,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-interactions", type=int, default=5,
                         help="Taobao: keep users and items with at least this many interactions (k-core), 0 = "
                              "every event (default: %(default)s)")
+    parser.add_argument("--no-repeats", action="store_true",
+                        help="Taobao: keep each customer's first interaction with an item only, so that no target "
+                             "repeats an item of the customer's history (like a ratings log)")
     parser.add_argument("--epochs", type=int, default=10, help="Taobao: max epochs for every model (default: %(default)s)")
     parser.add_argument("--berka-epochs", type=int, default=10, help="max epochs on Berka (default: %(default)s)")
     parser.add_argument("--patience", type=int, default=3)
@@ -385,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     settings = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "taobao_users": args.users,
                 "journey_overrides": dict(OVERRIDES),
-                "taobao_min_interactions": args.min_interactions,
+                "taobao_min_interactions": args.min_interactions, "taobao_no_repeats": args.no_repeats,
                 "max_epochs_taobao": args.epochs, "max_epochs_berka": args.berka_epochs, "patience": args.patience,
                 "batch_size": args.batch_size, "hidden": 64, "torch_threads": 1, "seeds": args.seeds,
                 "torch": torch.__version__, "cpus": os.cpu_count(), "peer_lanes": args.peer_lanes}
@@ -421,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         save()
 
     if "taobao" in args.parts:
-        prepared = prepare_taobao(work, args.users, args.min_interactions)
+        prepared = prepare_taobao(work, args.users, args.min_interactions, args.no_repeats)
         exported = export_recbole(prepared, work / "export", "taobao")
         settings["taobao_export"] = {k: exported[k] for k in ("customers", "interactions", "items_in_vocabulary",
                                                               "test_targets_oov")}
