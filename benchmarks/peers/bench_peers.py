@@ -93,6 +93,7 @@ RECBOLE_PY, LIFESTREAM_PY = REPO / ".venvs" / "recbole" / "bin" / "python", REPO
 HERE = Path(__file__).resolve().parent
 JOURNEY_MODELS = ["atrank", "gru-attn"]
 COUNTED_BASELINES = ["most-frequent", "recent-items"]  # listed beside the models, never "Journey's best"
+OUTCOME_BASELINES = ["bag"]  # Berka: the bag-of-events logistic regression, only when asked for with --only
 RECBOLE_MODELS = ["SASRec", "GRU4Rec", "BERT4Rec"]
 LIFESTREAM_MODELS = ["rnn", "transformer"]
 OVERRIDES = {"hidden_size": 64, "num_heads": 4, "field_dim": 16}
@@ -472,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
                      "--seed", str(seed), "--epochs", str(args.berka_epochs), "--patience", str(args.patience),
                      "--batch-size", str(args.batch_size), "--hidden", "64"],
                     work / "peer_runs" / f"berka_{encoder}_{seed}.json")))
-            for model in wanted(JOURNEY_MODELS):
+            for model in wanted(JOURNEY_MODELS) + [m for m in OUTCOME_BASELINES if args.only and m in args.only]:
                 guarded(f"berka journey {model} seed {seed}", records,
                         partial(run_journey, prepared, model, "outcome", seed, replace_epochs(args), work))
             save()
