@@ -23,7 +23,7 @@ from journey_model.models import ATRankConfig, ModelOutput, UnknownModelError, b
 from journey_model.models.attention import RelativeTime, TypePairBias, rotary_time_tables, rotate
 from journey_model.models.base import LEGACY_TRAINING_FIELDS
 from journey_model.models.heads import ItemHistory, NextItemScorer
-from journey_model.models.registry import supported_tasks
+from journey_model.models.registry import config_fields, saved_before, supported_tasks
 from journey_model.models.tasks import Task, UnsupportedTaskError
 from journey_model.training.losses import (
     compute_losses,
@@ -254,6 +254,20 @@ def fit_minibatches(model, train: SequenceBatch, steps: int, lr: float = 5e-3, b
         loss.backward()
         optimiser.step()
     model.eval()
+
+
+@pytest.mark.parametrize("name", [n for n in list_models() if "next_item_copy" in config_fields(n)])
+def test_models_saved_before_copying_load_without_it(name: str) -> None:
+    """A bundle from before ``next_item_copy`` lacks the field and the pointer's weights; it loads as it was built."""
+    old = build_model(name, SPEC, tasks=["next_item"], **{**TINY[name], "next_item_copy": False})
+    weights = {k: v for k, v in old.state_dict().items()}
+    config = {k: v for k, v in dataclasses.asdict(old.config).items() if k != "next_item_copy"}
+    loaded = build_model(name, SPEC, tasks=["next_item"], **{**saved_before(name), **config})
+    loaded.load_state_dict(weights)  # strict: no pointer or gate weights are expected
+    batch = random_batch()
+    assert torch.equal(loaded.eval()(batch).next_item_logits, old.eval()(batch).next_item_logits)
+    default = build(name, tasks=["next_item"])  # copying by default except in the reference preset
+    assert any(".copy." in k for k in default.state_dict()) == default.config.next_item_copy == (name != "atrank-reference")
 
 
 def _repeat_payee_examples(rng: random.Random, n: int) -> list[dict[str, object]]:
