@@ -28,11 +28,11 @@ import torch
 from torch import nn
 
 from journey_model.data.batch import SequenceBatch
-from journey_model.data.features import BOS_ID, EOS_ID, FIELD_SPECIAL_IDS, PAD_ID, FeatureSpec
+from journey_model.data.features import BOS_ID, EOS_ID, PAD_ID, FeatureSpec
 from journey_model.models.attention import large_negative, masked_softmax
 from journey_model.models.base import JourneyModel, SequenceModelConfig, check_batch
 from journey_model.models.decoding import DecoderStep, teacher_forcing_inputs
-from journey_model.models.heads import TaskScores, mask_special_event_types, task_query_names
+from journey_model.models.heads import TaskScores, known_items, mask_special_event_types, task_query_names
 from journey_model.models.output import ModelOutput
 from journey_model.models.seq2seq import RNNEncoder
 from journey_model.models.tasks import Task
@@ -240,12 +240,12 @@ class RecentItems(CountModel):
         (1 = the most recent distinct item, capped at ``recency_ranks``; 0 elsewhere)."""
         check_batch(batch, self.spec)
         items = batch.categorical[self.spec.item_field]  # type: ignore[index]
-        items = items.masked_fill(~batch.mask | (items < len(FIELD_SPECIAL_IDS)), PAD_ID)  # (B, T)
-        B, T = items.shape
-        position = torch.arange(T, device=items.device).expand(B, T)
-        latest = torch.full((B, self.new_item_counts.shape[0]), -1, device=items.device, dtype=torch.long)
-        latest.scatter_reduce_(1, items, position, reduce="amax")  # (B, V) last position of each item
-        is_latest = (latest.gather(1, items) == position) & (items != PAD_ID)  # (B, T)
+        known = known_items(items, batch.mask)  # (B, T)
+        items = items.masked_fill(~known, PAD_ID)
+        T = items.shape[1]
+        after = torch.ones(T, T, dtype=torch.bool, device=items.device).triu(1)  # (T, T) key later than query
+        used_again = ((items[:, :, None] == items[:, None, :]) & after).any(-1)  # (B, T), (B, T, T) like bag_of_ids
+        is_latest = known & ~used_again  # (B, T) each item's latest use
         later = is_latest.flip(1).cumsum(1).flip(1)  # (B, T) latest uses from t on, t included
         ranks = (later * is_latest).clamp(max=self.config.recency_ranks)
         return items, ranks

@@ -87,6 +87,11 @@ class TaskQueryAttention(nn.Module):
         return representations, attentions
 
 
+def known_items(items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) True on real behaviours whose item is a known one: neither padding nor ``<oov>``."""
+    return mask & (items >= len(FIELD_SPECIAL_IDS))  # the reserved ids come first
+
+
 @dataclass
 class ItemHistory:
     """The behaviours a next-item scorer may copy from: their states and the item each one was about."""
@@ -126,11 +131,9 @@ class NextItemScorer(nn.Module):
         copied = None
         if self.scoring == "sampled" and self.training and target is not None:
             logits, candidates = self._sampled(u, target)
-            if self.copy is not None and history is not None:
+            if self.copy is not None and history is not None:  # the mixture gives the repeats mass again
                 logits, copied = self._mix(u, logits, history, candidates)
-                repeats_target = torch.cat([torch.zeros_like(target[:, None], dtype=torch.bool),
-                                            candidates[:, 1:] == target[:, None]], dim=1)  # (B, 1 + S)
-                logits = logits.masked_fill(repeats_target, large_negative(logits.dtype))
+                logits = _mask_repeats_of_target(logits, candidates)
             return None, logits, copied
         logits = u @ self.item.weight.T + self.bias  # (B, V_item)
         if self.copy is not None and history is not None:
@@ -144,9 +147,8 @@ class NextItemScorer(nn.Module):
         negatives = torch.randint(1, self.vocab_size, (self.num_negatives,), device=u.device)  # (S,)
         positive = (u * self.item(target)).sum(-1) + self.bias[target]  # (B,)
         negative = u @ self.item(negatives).T + self.bias[negatives]  # (B, S)
-        negative = negative.masked_fill(negatives[None, :] == target[:, None], large_negative(u.dtype))
         candidates = torch.cat([target[:, None], negatives[None, :].expand(len(target), -1)], dim=1)  # (B, 1 + S)
-        return torch.cat([positive[:, None], negative], dim=1), candidates
+        return _mask_repeats_of_target(torch.cat([positive[:, None], negative], dim=1), candidates), candidates
 
     def _mix(self, u: torch.Tensor, logits: torch.Tensor, history: ItemHistory,
              candidates: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,7 +160,7 @@ class NextItemScorer(nn.Module):
         query = copy["query"](u).float()  # (B, H)
         keys = copy["key"](history.states).float()  # (B, T, H)
         # padding and out-of-vocabulary items are never copied: the pointer sees behaviours with a known item
-        copyable = history.mask & (history.items >= len(FIELD_SPECIAL_IDS))  # (B, T)
+        copyable = known_items(history.items, history.mask)  # (B, T)
         pointer = masked_softmax(torch.einsum("bh,bth->bt", query, keys) / H**0.5, copyable)  # (B, T)
         if candidates is None:
             copied = pointer.new_zeros(u.shape[0], self.vocab_size)  # (B, V_item) pointer mass per item
@@ -170,6 +172,13 @@ class NextItemScorer(nn.Module):
         scored = F.logsigmoid(gate) + logits.float().log_softmax(-1)
         recalled = F.logsigmoid(-gate) + copied.clamp_min(torch.finfo(torch.float32).tiny).log()
         return torch.logaddexp(scored, recalled), torch.sigmoid(-gate) * pointer
+
+
+def _mask_repeats_of_target(logits: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """Sampled (B, 1 + S) logits with every negative that equals the target (column 0) very negative."""
+    repeats = candidates == candidates[:, :1]
+    repeats[:, 0] = False
+    return logits.masked_fill(repeats, large_negative(logits.dtype))
 
 
 class TaskScores(nn.Module):
