@@ -266,15 +266,17 @@ class RecentItems(CountModel):
         rank_log_p = _log_frequencies(self.rank_counts, self.config.smoothing, ())  # (1 + R,)
         # <oov> keeps its frequency as a next item (a new, unknown item), only copying never names it
         frequency = _log_frequencies(self.new_item_counts, self.config.smoothing, (PAD_ID,)).exp()  # (V,)
+        # each item written once, at its latest use; the other positions go to the padding column (masked below)
+        latest = items.masked_fill(ranks == 0, PAD_ID)  # (B, T)
         used = torch.zeros(B, frequency.shape[0], dtype=torch.bool, device=items.device)
-        used.scatter_(1, items, ranks > 0)  # (B, V)
+        used.scatter_(1, latest, ranks > 0)  # (B, V)
         unused_mass = (frequency[None] * ~used).sum(1, keepdim=True).clamp(min=1e-30)  # (B, 1)
         logits = rank_log_p[0] + torch.log((frequency[None] / unused_mass).clamp(min=1e-30))  # (B, V) new items
         # the last rank is shared by every item at or beyond it
         sharing = (ranks == self.config.recency_ranks).sum(1, keepdim=True).clamp(min=1)  # (B, 1)
         share = torch.where(ranks == self.config.recency_ranks, sharing, torch.ones_like(ranks))
         used_log_p = rank_log_p[ranks] - share.to(rank_log_p.dtype).log()  # (B, T), read only at latest uses
-        logits = logits.scatter(1, items.masked_fill(ranks == 0, PAD_ID), used_log_p.masked_fill(ranks == 0, 0.0))
+        logits = logits.scatter(1, latest, used_log_p.masked_fill(ranks == 0, 0.0))
         logits[:, PAD_ID] = large_negative(logits.dtype)
         return ModelOutput(next_item_logits=logits)
 
