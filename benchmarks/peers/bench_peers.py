@@ -105,27 +105,24 @@ def log(message: str) -> None:
 
 
 class EpochCpu(Callback):
-    """Wall and CPU seconds (``time.process_time``) of each training pass, validation inside it excluded."""
+    """Wall and CPU seconds (``time.process_time``) of each training pass: from the epoch's start to its last
+    training batch's end — loading, collating, the steps and Lightning's per-step work, as the peers' own loops
+    time theirs; validation, checkpoints and early stopping, which come after the last batch, are left out."""
 
     def __init__(self) -> None:
         self.epochs: list[dict] = []
-        self._start = self._val = None
+        self._start = self._last = None
 
     def on_train_epoch_start(self, trainer, module) -> None:  # noqa: ANN001
-        self._start = (time.perf_counter(), time.process_time())
-        self._val_sum = [0.0, 0.0]
+        self._start = self._last = (time.perf_counter(), time.process_time())
 
-    def on_validation_epoch_start(self, trainer, module) -> None:  # noqa: ANN001
-        self._val = (time.perf_counter(), time.process_time())
-
-    def on_validation_epoch_end(self, trainer, module) -> None:  # noqa: ANN001
-        if self._start is not None and self._val is not None:
-            self._val_sum[0] += time.perf_counter() - self._val[0]
-            self._val_sum[1] += time.process_time() - self._val[1]
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        self._last = (time.perf_counter(), time.process_time())
 
     def on_train_epoch_end(self, trainer, module) -> None:  # noqa: ANN001
-        wall, cpu = time.perf_counter() - self._start[0], time.process_time() - self._start[1]
-        self.epochs.append({"wall_s": wall - self._val_sum[0], "cpu_s": cpu - self._val_sum[1],
+        if self._start is None:
+            return
+        self.epochs.append({"wall_s": self._last[0] - self._start[0], "cpu_s": self._last[1] - self._start[1],
                             "loadavg": list(os.getloadavg())})
         self._start = None
 

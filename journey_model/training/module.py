@@ -233,7 +233,7 @@ class JourneyModule(L.LightningModule):
         if self._distributed:
             loss = self._weight_by_share(loss, batch.batch_size)
         elapsed = self._train_seconds = time.perf_counter() - self._epoch_started
-        if elapsed > 0:
+        if elapsed > 0 and self._throughput_due(batch_idx):
             # Every process trains on its share of the same global batches in lockstep: scale to the whole run.
             world = self.trainer.world_size
             self.log("train/sequences_per_s", world * self._seen["sequences"] / elapsed, batch_size=batch.batch_size)
@@ -242,6 +242,13 @@ class JourneyModule(L.LightningModule):
         if self.trainer.lr_scheduler_configs or batch_idx == 0:
             self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=batch.batch_size)
         return loss
+
+    def _throughput_due(self, batch_idx: int) -> bool:
+        """Whether this batch logs the running throughput: every ``log_every_n_steps`` batches and an epoch's last.
+        Each ``self.log`` costs Lightning's bookkeeping about as much as a bag-of-events step computes
+        (benchmarks/bench_training_overhead.py); the epoch's own throughput is logged at its end regardless."""
+        every = max(1, self.trainer.log_every_n_steps)
+        return (batch_idx + 1) % every == 0 or batch_idx + 1 >= self.trainer.num_training_batches
 
     def on_train_epoch_end(self) -> None:
         elapsed = self._train_seconds  # the epoch's training batches, without its validation
