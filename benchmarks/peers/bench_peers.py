@@ -398,7 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore")
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_peers_"))
+    # absolute: the RecBole runner works in a folder of its own and reads the export by this path
+    work = (args.workdir or Path(tempfile.mkdtemp(prefix="bench_peers_"))).resolve()
     work.mkdir(parents=True, exist_ok=True)
     settings = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "taobao_users": args.users,
                 "journey_overrides": dict(OVERRIDES),
