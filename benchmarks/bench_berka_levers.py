@@ -86,13 +86,15 @@ def run_variant(job: tuple[str, int, str]) -> dict:
 
 
 def summaries(split_dir: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Per-customer summaries of one prepared split: {group: (n, features)} and the default labels."""
+    """Per-customer summaries of one prepared split: {group: (n, features)} and the default labels. Count columns
+    follow the prepared folder's vocabularies, so every split of it has the same columns."""
     import pyarrow.parquet as pq
 
     table = pq.read_table(split_dir).to_pandas()
+    vocabularies = json.loads((split_dir.parent / "preprocessing.json").read_text())["vocabularies"]
     ids = [c for c in table.columns if c == "event_type" or c.startswith("cat_")]
     numeric = [c for c in table.columns if c.startswith("num_")]
-    sizes = {c: 1 + max(int(max(v, default=0)) for v in table[c]) for c in ids}
+    sizes = {c: len(vocabularies[c.removeprefix("cat_")]) for c in ids}
     counts = np.stack([np.concatenate([np.log1p(np.bincount(np.asarray(row[c], dtype=np.int64), minlength=sizes[c]))
                                        for c in ids]) for _, row in table.iterrows()])
     stats = {kind: np.stack([[fn(np.asarray(row[c], dtype=np.float64)) for c in numeric]
@@ -116,11 +118,10 @@ def summary_rows(work: Path, seeds: list[int]) -> list[dict]:
         parts = {split: summaries(prepared / split) for split in ("train", "val", "test")}
         y_fit = np.concatenate([parts["train"][1], parts["val"][1]])
         for group in parts["train"][0]:
-            width = min(parts[s][0][group].shape[1] for s in parts)  # vocabularies are the training split's
-            fit = np.vstack([parts["train"][0][group][:, :width], parts["val"][0][group][:, :width]])
+            fit = np.vstack([parts["train"][0][group], parts["val"][0][group]])
             scaler = StandardScaler().fit(fit)
             model = LogisticRegression(C=1.0, max_iter=2000).fit(scaler.transform(fit), y_fit)
-            scores = model.predict_proba(scaler.transform(parts["test"][0][group][:, :width]))[:, 1]
+            scores = model.predict_proba(scaler.transform(parts["test"][0][group]))[:, 1]
             rows.append({"variant": f"logistic regression on {group}", "seed": seed,
                          "auc": float(roc_auc_score(parts["test"][1], scores)), "epochs": None, "cpu_s": None})
     return rows
