@@ -28,8 +28,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -127,18 +129,18 @@ def main() -> None:
     if not args.data:
         parser.error("--data is required: a folder written by `journey prepare`")
     cells, started = [], time.time()
-    scratch = Path(args.out or "work/training_overhead.json").resolve().parent / "training_overhead_cells"
-    scratch.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="training_overhead_"))  # each cell's checkpoints and record; removed at the end
     for repeat in range(args.repeats):
         trees = args.trees if repeat % 2 == 0 else list(reversed(args.trees))
         for model in args.models:
             for tree in trees:
-                out = scratch / f"{Path(tree).resolve().name}_{model}_{repeat}.json"
+                out = scratch / f"{args.trees.index(tree)}_{model}_{repeat}.json"
                 env = {**os.environ, "PYTHONPATH": str(Path(tree).resolve()), "MALLOC_MMAP_MAX_": "0",
                        "MALLOC_TRIM_THRESHOLD_": "68719476736"}
                 done = subprocess.run([sys.executable, __file__, "--child", str(Path(args.data).resolve()), model,
                                        str(args.epochs), str(out)], env=env, capture_output=True, text=True)
                 if done.returncode:
+                    shutil.rmtree(scratch, ignore_errors=True)
                     sys.exit(f"{model} @ {tree} failed ({done.returncode}):\n{done.stderr[-3000:]}")
                 cell = {"tree": str(Path(tree).resolve()), "model": model, "repeat": repeat, **json.loads(out.read_text())}
                 cells.append(cell)
@@ -150,6 +152,7 @@ def main() -> None:
             summary.setdefault(key, {}).setdefault(phase, []).append(ms)
     table = {key: {phase: round(min(values), 2) for phase, values in phases.items()} for key, phases in summary.items()}
     print(json.dumps(table, indent=1))
+    shutil.rmtree(scratch, ignore_errors=True)
     if args.out:
         Path(args.out).write_text(json.dumps({"data": args.data, "epochs": args.epochs, "cpus": os.cpu_count(),
                                               "wall_s": round(time.time() - started), "best_of_repeats_ms": table,
