@@ -97,9 +97,15 @@ def summaries(split_dir: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
     sizes = {c: len(vocabularies[c.removeprefix("cat_")]) for c in ids}
     counts = np.stack([np.concatenate([np.log1p(np.bincount(np.asarray(row[c], dtype=np.int64), minlength=sizes[c]))
                                        for c in ids]) for _, row in table.iterrows()])
-    stats = {kind: np.stack([[fn(np.asarray(row[c], dtype=np.float64)) for c in numeric]
-                             for _, row in table.iterrows()])
-             for kind, fn in (("mean", np.mean), ("min", np.min), ("last", lambda v: v[-1]))}
+    def last(values: np.ndarray) -> float:
+        present = values[~np.isnan(values)]
+        return float(present[-1]) if present.size else math.nan
+
+    with warnings.catch_warnings():  # a field absent from a whole journey: NaN, then 0 (the standardised mean)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        stats = {kind: np.nan_to_num(np.stack([[fn(np.asarray(row[c], dtype=np.float64)) for c in numeric]
+                                               for _, row in table.iterrows()]))
+                 for kind, fn in (("mean", np.nanmean), ("min", np.nanmin), ("last", last))}
     groups = {"counts": counts, "numeric means": stats["mean"],
               "numeric mean, min, last": np.hstack([stats["mean"], stats["min"], stats["last"]]),
               "counts + numeric means (the bag's inputs)": np.hstack([counts, stats["mean"]]),
