@@ -48,6 +48,8 @@ VARIANTS: dict[str, tuple[str, dict, dict]] = {
     "atrank": ("atrank", OVERRIDES, {}),
     "bag": ("bag", {}, {}),
     "bag, 20 epochs, patience 5": ("bag", {}, {"max_epochs": 20, "patience": 5}),
+    "atrank, its own width (fields of 32)": ("atrank", {}, {}),
+    "+ task recency": ("atrank", {**OVERRIDES, "task_recency": True}, {}),
     "+ dropout 0.3": ("atrank", {**OVERRIDES, "dropout": 0.3}, {}),
     "+ AdamW, weight decay 0.05": ("atrank", {**OVERRIDES, "optimizer": "adamw", "weight_decay": 0.05}, {}),
     "+ one block": ("atrank", {**OVERRIDES, "num_blocks": 1}, {}),

@@ -44,7 +44,7 @@ from journey_model.models.embedding import (
     BehaviourEmbedding,
     PositionalEncoding,
 )
-from journey_model.models.heads import TaskHeads
+from journey_model.models.heads import TaskHeads, time_gap_of
 from journey_model.models.output import EncodedSequence, ModelOutput
 from journey_model.models.tasks import Task
 
@@ -188,12 +188,12 @@ class ATRankEncoder(nn.Module):
         x = self.positions(x, mask)
         relative_time = None
         if self.relative_time is not None:
-            gap = _time_gap(batch, "attends by the time between behaviours (relative_time)")
+            gap = time_gap_of(batch, "attends by the time between behaviours (relative_time)")
             relative_time = (self.relative_time, self.relative_time.buckets(gap, gap))
         rotary = None
         head_dim = self.config.hidden_size // self.config.num_heads
         if self.config.rotary_time:
-            gap = _time_gap(batch, "rotates attention by the time of each behaviour (rotary_time)")
+            gap = time_gap_of(batch, "rotates attention by the time of each behaviour (rotary_time)")
             rotary = rotary_time_tables(gap, head_dim, self.config.positional_encoding == "rotary")
         elif self.config.positional_encoding == "rotary":
             rotary = rotary_tables(x.shape[1], head_dim, x.device)
@@ -211,14 +211,6 @@ class ATRankEncoder(nn.Module):
         # with a causal mask only the last behaviour has seen the whole journey
         summary = gather_last(x, batch.lengths) if self.config.causal else masked_mean(x, mask)
         return EncodedSequence(states=x, mask=mask, summary=summary, attentions=attentions)
-
-
-def _time_gap(batch: SequenceBatch, what: str) -> torch.Tensor:
-    """The batch's seconds to the cut-off, or a clear error for examples prepared before Journey wrote them."""
-    if batch.time_gap is None:
-        raise ValueError(f"this model {what} but the batch has no time_gap: the examples were prepared by an older "
-                         "Journey; run `journey prepare` again")
-    return batch.time_gap
 
 
 class ATRank(JourneyModel):

@@ -312,6 +312,12 @@ class AttentionBlock(nn.Module):
         return x, weights
 
 
+def minute_buckets(seconds: torch.Tensor, num_buckets: int) -> torch.Tensor:
+    """``floor(log2(1 + |seconds| / 1 minute))`` capped at ``num_buckets - 1``: 0 for under a minute, 19 for a
+    year and more with 20 buckets (T5's log buckets, over time)."""
+    return torch.floor(torch.log2(1.0 + seconds.abs() / 60.0)).long().clamp(max=num_buckets - 1)
+
+
 class TypePairBias(nn.Module):
     """A learned per-head score bias for each (query behaviour type, key behaviour type) pair.
 
@@ -360,7 +366,7 @@ class RelativeTime(nn.Module):
     def buckets(self, query_gap: torch.Tensor, key_gap: torch.Tensor) -> torch.Tensor:
         """(B, Tq) and (B, Tk) seconds before the cut-off -> (B, Tq, Tk) bucket ids; the middle one = same event."""
         delta = query_gap[:, :, None] - key_gap[:, None, :]  # (B, Tq, Tk) > 0: the key is later than the query
-        size = torch.floor(torch.log2(1.0 + delta.abs() / 60.0)).long().clamp(max=self.num_buckets - 1) + 1
+        size = minute_buckets(delta, self.num_buckets) + 1
         Tq, Tk = query_gap.shape[1], key_gap.shape[1]
         order = torch.arange(Tk, device=delta.device)[None, :] - torch.arange(Tq, device=delta.device)[:, None]
         sign = torch.where(delta != 0, torch.sign(delta), torch.sign(order).to(delta.dtype)[None]).long()

@@ -48,9 +48,11 @@ class SequenceModelConfig:
     next_item_scoring: str = "full"  # "full" softmax over the item vocabulary, or "sampled" negatives
     num_sampled_negatives: int = 100  # negatives per batch when next_item_scoring = "sampled"
     next_item_copy: bool = True  # also copy the next item from the journey's own items (pointer + learned gate)
+    task_recency: bool = False  # the task queries also score each behaviour by its age: a learned bias per task,
+    # head and log2-minute bucket of the time to the cut-off (zero at first)
 
     # fields added after models were first saved, with the value those models were built with
-    SAVED_BEFORE: ClassVar[dict[str, object]] = {"next_item_copy": False}
+    SAVED_BEFORE: ClassVar[dict[str, object]] = {"next_item_copy": False, "task_recency": False}
 
     def __post_init__(self) -> None:
         check_choice(self, "embedding_init", self.embedding_init, ("glorot", "normal"))

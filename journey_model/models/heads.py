@@ -28,7 +28,7 @@ from torch import nn
 
 from journey_model.data.batch import SequenceBatch
 from journey_model.data.features import BOS_ID, EOS_ID, FIELD_SPECIAL_IDS, PAD_ID, FeatureSpec
-from journey_model.models.attention import AttentionBlock, large_negative, masked_softmax
+from journey_model.models.attention import AttentionBlock, large_negative, masked_softmax, minute_buckets
 from journey_model.models.base import SequenceModelConfig
 from journey_model.models.output import EncodedSequence, ModelOutput
 from journey_model.models.tasks import Task
@@ -56,6 +56,35 @@ def task_query_names(spec: FeatureSpec, tasks: Sequence[Task]) -> list[str]:
     return names
 
 
+def time_gap_of(batch: SequenceBatch, what: str) -> torch.Tensor:
+    """The batch's seconds to the cut-off, or a clear error for examples prepared before Journey wrote them."""
+    if batch.time_gap is None:
+        raise ValueError(f"this model {what} but the batch has no time_gap: the examples were prepared by an older "
+                         "Journey; run `journey prepare` again")
+    return batch.time_gap
+
+
+class RecencyBias(nn.Module):
+    """How old a behaviour is, as a task asks it: a learned score bias per (head, task query, age bucket).
+
+    The task query is asked at the cut-off, so the time between it and a behaviour is the behaviour's age; the
+    buckets are :func:`~journey_model.models.attention.minute_buckets` of that age. Content attention can read
+    age only through each state's time code; a bias gets the gradient of "views in the last three weeks count,
+    the same views three months ago do not" directly, per task (DIN-style recency; ALiBi with a learned shape).
+    Zero at first: the model starts as without it.
+    """
+
+    def __init__(self, num_queries: int, num_heads: int, num_buckets: int = 20):
+        super().__init__()
+        self.num_buckets = num_buckets
+        self.table = nn.Parameter(torch.zeros(num_heads, num_queries, num_buckets))
+
+    def forward(self, time_gap: torch.Tensor) -> torch.Tensor:
+        """(B, T) seconds to the cut-off -> (B, heads, Q, T) score bias."""
+        ages = minute_buckets(time_gap, self.num_buckets)  # (B, T)
+        return self.table[:, :, ages].permute(2, 0, 1, 3)  # (heads, Q, B, T) -> (B, heads, Q, T)
+
+
 class TaskQueryAttention(nn.Module):
     """One learned query per task attends over the encoded behaviours -> one (B, H) vector per task."""
 
@@ -74,14 +103,23 @@ class TaskQueryAttention(nn.Module):
             relu_projections=True,
             output_projection=False,
         )
+        self.recency = RecencyBias(len(self.names), config.num_heads) if config.task_recency else None
 
     def forward(
-        self, states: torch.Tensor, mask: torch.Tensor, need_weights: bool = False
+        self, states: torch.Tensor, mask: torch.Tensor, need_weights: bool = False,
+        time_gap: torch.Tensor | None = None,
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """states (B, T, H) -> {task: (B, H)}, and {"task/<name>": (B, heads, T)} when asked."""
+        """states (B, T, H) -> {task: (B, H)}, and {"task/<name>": (B, heads, T)} when asked; ``time_gap``
+        (B, T), seconds to the cut-off, is read with ``task_recency``."""
         B = states.shape[0]
         queries = self.queries[None].expand(B, -1, -1)  # (B, Q, H)
-        answers, weights = self.block(queries, states, key_mask=mask, need_weights=need_weights)  # (B, Q, H)
+        bias = None
+        if self.recency is not None:
+            if time_gap is None:
+                raise ValueError("TaskQueryAttention: task_recency needs time_gap (seconds to the cut-off)")
+            bias = self.recency(time_gap)
+        answers, weights = self.block(queries, states, key_mask=mask, need_weights=need_weights,
+                                      score_bias=bias)  # (B, Q, H)
         representations = {name: answers[:, q] for q, name in enumerate(self.names)}
         attentions = {} if weights is None else {f"task/{name}": weights[:, :, q] for q, name in enumerate(self.names)}
         return representations, attentions
@@ -243,7 +281,10 @@ class TaskHeads(nn.Module):
         output = ModelOutput(representation=encoded.summary, attentions=dict(encoded.attentions))
         if self.attention is None:
             return output
-        representations, attentions = self.attention(encoded.states, encoded.mask, need_weights)
+        time_gap = None
+        if self.attention.recency is not None:
+            time_gap = time_gap_of(batch, "asks how old each behaviour is (task_recency)")
+        representations, attentions = self.attention(encoded.states, encoded.mask, need_weights, time_gap)
         output.task_representations = representations
         output.attentions.update(attentions)
         history = self.scores.item_history(encoded.states, encoded.mask, batch)

@@ -20,9 +20,9 @@ from journey_model.data.batch import SequenceBatch, collate_examples
 from journey_model.data.features import BOS_ID, EOS_ID, OOV_ID, PAD_ID, BehaviourGroup, FeatureSpec
 from journey_model.inference.attribution import attention_importance
 from journey_model.models import ATRankConfig, ModelOutput, UnknownModelError, build_model, list_models
-from journey_model.models.attention import RelativeTime, TypePairBias, rotary_time_tables, rotate
+from journey_model.models.attention import RelativeTime, TypePairBias, minute_buckets, rotary_time_tables, rotate
 from journey_model.models.base import LEGACY_TRAINING_FIELDS
-from journey_model.models.heads import ItemHistory, NextItemScorer
+from journey_model.models.heads import ItemHistory, NextItemScorer, RecencyBias
 from journey_model.models.registry import config_fields, saved_before, supported_tasks
 from journey_model.models.tasks import Task, UnsupportedTaskError
 from journey_model.training.losses import (
@@ -619,6 +619,42 @@ def test_type_pair_bias_moves_attention_by_types_and_stays_blind_to_order_alone(
     assert not torch.allclose(before, after, atol=1e-5)
     torch.testing.assert_close(model(collate([shuffled])).outcome_logits, after, atol=1e-5, rtol=0)
     assert build("atrank").encoder.type_pair is None  # off by default
+
+
+def test_task_recency_is_the_tables_entry_for_each_age_bucket_and_starts_at_zero() -> None:
+    bias = RecencyBias(num_queries=3, num_heads=2)
+    gap = torch.tensor([[30.0, 86400.0, 2 * 365 * 86400.0, 0.0]])  # half a minute, a day, two years, padding
+    assert minute_buckets(gap, 20).tolist() == [[0, 10, 19, 0]]  # log2(1 + minutes), capped at the last bucket
+    assert not bias(gap).any()  # zero at first: a fresh model attends as without it
+    torch.nn.init.normal_(bias.table)
+    got = bias(gap)  # (B, heads, Q, T)
+    assert got.shape == (1, 2, 3, 4)
+    assert torch.equal(got[0, :, :, 1], bias.table[:, :, 10]) and torch.equal(got[0, :, :, 2], bias.table[:, :, 19])
+
+
+def test_task_recency_moves_each_tasks_attention_by_age_and_padding_still_changes_nothing() -> None:
+    """A bias that favours behaviours under a day old pulls every head of the task query onto them; the
+    next-event query, with its own row of the table at zero, is not moved."""
+    rng = random.Random(6)
+    example = make_example(rng, 8)
+    example["time_gap"] = [86400.0 * 90, 86400.0 * 60, 86400.0 * 30, 86400.0 * 9, 86400.0 * 3, 3600.0, 600.0, 60.0]
+    model = build("atrank", tasks=["outcome", "next_event"], task_recency=True, time_encoding="bucket")
+    batch = collate([example])
+    before = model(batch, output_attentions=True)
+    names = model.heads.attention.names
+    churn, next_event = names.index("churn"), names.index("next_event")
+    with torch.no_grad():
+        model.heads.attention.recency.table[:, churn, :11] = 10.0  # under ~1 day (bucket 10 = 17–34 hours)
+        model.heads.attention.recency.table[:, churn, 11:] = -10.0
+    after = model(batch, output_attentions=True)
+    recent = torch.tensor(example["time_gap"]) < 86400.0
+    assert before.attentions["task/churn"][0][:, recent].sum(-1).max() < 0.9  # content alone spreads it
+    assert after.attentions["task/churn"][0][:, recent].sum(-1).min() > 0.999  # every head reads the recent ones
+    torch.testing.assert_close(after.attentions["task/next_event"], before.attentions["task/next_event"])
+    wider = model(widen(batch, 3))
+    torch.testing.assert_close(wider.outcome_logits, after.outcome_logits, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="task_recency.*no time_gap.*journey prepare"):
+        model(dataclasses.replace(batch, time_gap=None))
 
 
 def test_stacked_and_bidirectional_rnn_variants_decode() -> None:
