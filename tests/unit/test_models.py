@@ -20,7 +20,13 @@ from journey_model.data.batch import SequenceBatch, collate_examples
 from journey_model.data.features import BOS_ID, EOS_ID, OOV_ID, PAD_ID, BehaviourGroup, FeatureSpec
 from journey_model.inference.attribution import attention_importance
 from journey_model.models import ATRankConfig, ModelOutput, UnknownModelError, build_model, list_models
-from journey_model.models.attention import RelativeTime, TypePairBias, minute_buckets, rotary_time_tables, rotate
+from journey_model.models.attention import (
+    RelativeTime,
+    TypePairBias,
+    minute_buckets,
+    rotary_time_tables,
+    rotate,
+)
 from journey_model.models.base import LEGACY_TRAINING_FIELDS
 from journey_model.models.heads import ItemHistory, NextItemScorer, RecencyBias
 from journey_model.models.registry import config_fields, saved_before, supported_tasks
@@ -642,7 +648,7 @@ def test_task_recency_moves_each_tasks_attention_by_age_and_padding_still_change
     batch = collate([example])
     before = model(batch, output_attentions=True)
     names = model.heads.attention.names
-    churn, next_event = names.index("churn"), names.index("next_event")
+    churn = names.index("churn")
     with torch.no_grad():
         model.heads.attention.recency.table[:, churn, :11] = 10.0  # under ~1 day (bucket 10 = 17–34 hours)
         model.heads.attention.recency.table[:, churn, 11:] = -10.0
