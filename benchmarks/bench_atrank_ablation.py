@@ -70,6 +70,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "+ rotary time (half the rotary pairs turn with time)": ("atrank", {"rotary_time": True}),
     "+ linear time (tanh of days / 30 and / 365 beside log-minutes)": ("atrank", {"linear_time": True}),
     "+ task recency (the task queries' bias per age bucket)": ("atrank", {"task_recency": True}),
+    "+ same-item bias (per head, between behaviours about one item)": ("atrank", {"same_item_bias": True}),
     "+ dropout 0.2": ("atrank", {"dropout": 0.2}),
     "- attention-weight dropout (sub-layer dropout stays)": ("atrank", {"attention_dropout": 0.0}),
     "+ AdamW, weight decay 0.05": ("atrank", {"optimizer": "adamw", "weight_decay": 0.05}),

@@ -50,6 +50,7 @@ VARIANTS: dict[str, tuple[str, dict, dict]] = {
     "bag, 20 epochs, patience 5": ("bag", {}, {"max_epochs": 20, "patience": 5}),
     "atrank, its own width (fields of 32)": ("atrank", {}, {}),
     "+ task recency": ("atrank", {**OVERRIDES, "task_recency": True}, {}),
+    "+ same-item bias": ("atrank", {**OVERRIDES, "same_item_bias": True}, {}),
     "+ dropout 0.3": ("atrank", {**OVERRIDES, "dropout": 0.3}, {}),
     "+ AdamW, weight decay 0.05": ("atrank", {**OVERRIDES, "optimizer": "adamw", "weight_decay": 0.05}, {}),
     "+ one block": ("atrank", {**OVERRIDES, "num_blocks": 1}, {}),

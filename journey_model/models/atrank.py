@@ -31,6 +31,7 @@ from journey_model.models.attention import (
     ACTIVATIONS,
     AttentionBlock,
     RelativeTime,
+    SameItemBias,
     TypePairBias,
     gather_last,
     masked_mean,
@@ -44,7 +45,7 @@ from journey_model.models.embedding import (
     BehaviourEmbedding,
     PositionalEncoding,
 )
-from journey_model.models.heads import TaskHeads, time_gap_of
+from journey_model.models.heads import TaskHeads, known_items, time_gap_of
 from journey_model.models.output import EncodedSequence, ModelOutput
 from journey_model.models.tasks import Task
 
@@ -91,6 +92,7 @@ class ATRankConfig(SequenceModelConfig):
     # over 5 seeds (benchmarks/results/atrank_levers_attention_dropout_16epochs.json)
     type_pair_bias: bool = False  # a learned per-head score bias per (behaviour type, behaviour type) pair; off:
     # on the order rule it did not help (benchmarks/results/atrank_headline.json)
+    same_item_bias: bool = False  # a learned per-head score bias between two behaviours about the same item
 
     # Fields a model saved before they existed did not have; such a model was built with these values.
     SAVED_BEFORE: ClassVar[dict[str, object]] = {
@@ -98,7 +100,7 @@ class ATRankConfig(SequenceModelConfig):
         "ffn_ratio": 0.25, "time_encoding": "bucket", "relative_time": "none", "norm_first": False,
         "time_trend_scale": 1.0, "linear_time": False, "type_pair_bias": False, "rotary_time": False,
         "activation": "relu", "output_projection": False, "residual_dropout": False, "causal_blocks": 0,
-        "causal_heads": 0, "attention_dropout": None,
+        "causal_heads": 0, "attention_dropout": None, "same_item_bias": False,
     }
 
     def __post_init__(self) -> None:
@@ -180,6 +182,13 @@ class ATRankEncoder(nn.Module):
                                               content=config.relative_time == "content")
         # one type-pair table shared by the blocks, like the relative-time one
         self.type_pair = TypePairBias(spec.event_type_vocab_size, config.num_heads) if config.type_pair_bias else None
+        self.item_field = spec.item_field
+        self.same_item = None
+        if config.same_item_bias:
+            if spec.item_field is None:
+                raise ValueError("ATRankConfig.same_item_bias needs an item field, but the FeatureSpec has none "
+                                 "(FeatureSpec.item_field is None: no categorical field was mapped as the item)")
+            self.same_item = SameItemBias(config.num_heads)
         self.final_norm = nn.LayerNorm(H, eps=config.layer_norm_eps) if config.norm_first else nn.Identity()
 
     def forward(self, batch: SequenceBatch, need_weights: bool = False) -> EncodedSequence:
@@ -198,6 +207,10 @@ class ATRankEncoder(nn.Module):
         elif self.config.positional_encoding == "rotary":
             rotary = rotary_tables(x.shape[1], head_dim, x.device)
         pair_bias = self.type_pair(batch.event_type, batch.event_type) if self.type_pair is not None else None
+        if self.same_item is not None:
+            items = batch.categorical[self.item_field]  # type: ignore[index]
+            same_item = self.same_item(items, known_items(items, mask))
+            pair_bias = same_item if pair_bias is None else pair_bias + same_item
         attentions: dict[str, torch.Tensor] = {}
         for i, block in enumerate(self.blocks):
             causal = self.config.causal or i < self.config.causal_blocks

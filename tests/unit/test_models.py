@@ -22,6 +22,7 @@ from journey_model.inference.attribution import attention_importance
 from journey_model.models import ATRankConfig, ModelOutput, UnknownModelError, build_model, list_models
 from journey_model.models.attention import (
     RelativeTime,
+    SameItemBias,
     TypePairBias,
     minute_buckets,
     rotary_time_tables,
@@ -661,6 +662,46 @@ def test_task_recency_moves_each_tasks_attention_by_age_and_padding_still_change
     torch.testing.assert_close(wider.outcome_logits, after.outcome_logits, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="task_recency.*no time_gap.*journey prepare"):
         model(dataclasses.replace(batch, time_gap=None))
+
+
+def test_same_item_bias_joins_behaviours_about_one_known_item_only() -> None:
+    bias = SameItemBias(num_heads=2)
+    items = torch.tensor([[5, 7, 5, OOV_ID, OOV_ID, PAD_ID]])
+    known = torch.tensor([[True, True, True, False, False, False]])
+    assert not bias(items, known).any()  # zero at first
+    with torch.no_grad():
+        bias.weight.copy_(torch.tensor([1.5, -2.0]))
+    got = bias(items, known)  # (B, heads, T, T)
+    same = torch.zeros(6, 6)
+    same[0, 2] = same[2, 0] = 1.0  # <oov> and padding never match, nor a behaviour itself
+    torch.testing.assert_close(got[0, 0], 1.5 * same)
+    torch.testing.assert_close(got[0, 1], -2.0 * same)
+
+
+def test_same_item_bias_tells_repeats_of_one_item_from_distinct_items_and_stays_blind_to_order() -> None:
+    """With no positions and one time bucket, "three views of item 5" and "views of items 5, 6, 7" reach ATRank
+    only through the items' embeddings; the bias moves the repeated journey's score and not the distinct one's
+    (whose pairs never match), and shuffling either changes nothing."""
+    def views(items: list[int]) -> dict[str, object]:
+        example = make_example(random.Random(1), len(items))
+        example.update(event_type=[VIEW] * len(items), time_bucket=[3] * len(items), cat_item=items,
+                       cat_channel=[0] * len(items), num_amount=[float("nan")] * len(items))
+        return example
+
+    repeated, distinct = views([5, 5, 5, 2]), views([5, 6, 7, 2])
+    model = build("atrank", positional_encoding="none", time_encoding="bucket", same_item_bias=True, causal_blocks=0)
+    before = {name: model(collate([ex])).outcome_logits for name, ex in (("repeated", repeated), ("distinct", distinct))}
+    with torch.no_grad():
+        model.encoder.same_item.weight.fill_(3.0)
+    after = {name: model(collate([ex])).outcome_logits for name, ex in (("repeated", repeated), ("distinct", distinct))}
+    assert not torch.allclose(before["repeated"], after["repeated"], atol=1e-4)
+    torch.testing.assert_close(after["distinct"], before["distinct"])  # no pair matches
+    shuffled = shuffle_behaviours(repeated, [3, 0, 2, 1])
+    torch.testing.assert_close(model(collate([shuffled])).outcome_logits, after["repeated"], atol=1e-5, rtol=0)
+    assert build("atrank").encoder.same_item is None  # off by default
+    no_item = dataclasses.replace(SPEC, item_field=None)
+    with pytest.raises(ValueError, match="same_item_bias needs an item field"):
+        build_model("atrank", no_item, same_item_bias=True)
 
 
 def test_stacked_and_bidirectional_rnn_variants_decode() -> None:
