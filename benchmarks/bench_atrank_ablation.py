@@ -71,6 +71,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "+ linear time (tanh of days / 30 and / 365 beside log-minutes)": ("atrank", {"linear_time": True}),
     "+ task recency (the task queries' bias per age bucket)": ("atrank", {"task_recency": True}),
     "+ same-item bias (per head, between behaviours about one item)": ("atrank", {"same_item_bias": True}),
+    "+ same-item bias by time (per head and log2-minute bucket between the two)": ("atrank", {
+        "same_item_bias": True, "same_item_time": True}),
     "+ dropout 0.2": ("atrank", {"dropout": 0.2}),
     "- attention-weight dropout (sub-layer dropout stays)": ("atrank", {"attention_dropout": 0.0}),
     "+ AdamW, weight decay 0.05": ("atrank", {"optimizer": "adamw", "weight_decay": 0.05}),

@@ -29,6 +29,7 @@ from journey_model.data.batch import SequenceBatch
 from journey_model.data.features import FeatureSpec
 from journey_model.models.attention import (
     ACTIVATIONS,
+    MINUTE_BUCKETS,
     AttentionBlock,
     RelativeTime,
     SameItemBias,
@@ -92,7 +93,12 @@ class ATRankConfig(SequenceModelConfig):
     # over 5 seeds (benchmarks/results/atrank_levers_attention_dropout_16epochs.json)
     type_pair_bias: bool = False  # a learned per-head score bias per (behaviour type, behaviour type) pair; off:
     # on the order rule it did not help (benchmarks/results/atrank_headline.json)
-    same_item_bias: bool = False  # a learned per-head score bias between two behaviours about the same item
+    same_item_bias: bool = False  # a learned per-head score bias between two behaviours about the same known item.
+    # Off: over 10 synthetic seeds it raised uptake (+0.007) and the spread-views decoy (+0.019) at no cost there
+    # (benchmarks/results/atrank_levers_same_item_16epochs.json), but on Taobao next item one seed in three fell
+    # from HR@10 0.394 to 0.357 (benchmarks/results/models_taobao_next_item_same_item_seeds.json)
+    same_item_time: bool = False  # the same-item bias also depends on the time between the two behaviours (a
+    # per-head offset per log2-minute bucket of it)
 
     # Fields a model saved before they existed did not have; such a model was built with these values.
     SAVED_BEFORE: ClassVar[dict[str, object]] = {
@@ -100,7 +106,7 @@ class ATRankConfig(SequenceModelConfig):
         "ffn_ratio": 0.25, "time_encoding": "bucket", "relative_time": "none", "norm_first": False,
         "time_trend_scale": 1.0, "linear_time": False, "type_pair_bias": False, "rotary_time": False,
         "activation": "relu", "output_projection": False, "residual_dropout": False, "causal_blocks": 0,
-        "causal_heads": 0, "attention_dropout": None, "same_item_bias": False,
+        "causal_heads": 0, "attention_dropout": None, "same_item_bias": False, "same_item_time": False,
     }
 
     def __post_init__(self) -> None:
@@ -114,6 +120,9 @@ class ATRankConfig(SequenceModelConfig):
         if not 0 <= self.causal_blocks <= self.num_blocks:
             raise ValueError(f"ATRankConfig.causal_blocks = {self.causal_blocks}; expected 0 to num_blocks "
                              f"({self.num_blocks})")
+        if self.same_item_time and not self.same_item_bias:
+            raise ValueError("ATRankConfig.same_item_time = True refines the same-item bias; set same_item_bias = "
+                             "True too")
         if not 0 <= self.causal_heads <= self.num_heads:
             raise ValueError(f"ATRankConfig.causal_heads = {self.causal_heads}; expected 0 to num_heads "
                              f"({self.num_heads})")
@@ -188,7 +197,7 @@ class ATRankEncoder(nn.Module):
             if spec.item_field is None:
                 raise ValueError("ATRankConfig.same_item_bias needs an item field, but the FeatureSpec has none "
                                  "(FeatureSpec.item_field is None: no categorical field was mapped as the item)")
-            self.same_item = SameItemBias(config.num_heads)
+            self.same_item = SameItemBias(config.num_heads, MINUTE_BUCKETS if config.same_item_time else 0)
         self.final_norm = nn.LayerNorm(H, eps=config.layer_norm_eps) if config.norm_first else nn.Identity()
 
     def forward(self, batch: SequenceBatch, need_weights: bool = False) -> EncodedSequence:
@@ -209,7 +218,9 @@ class ATRankEncoder(nn.Module):
         pair_bias = self.type_pair(batch.event_type, batch.event_type) if self.type_pair is not None else None
         if self.same_item is not None:
             items = batch.categorical[self.item_field]  # type: ignore[index]
-            same_item = self.same_item(items, known_items(items, mask))
+            gap = time_gap_of(batch, "weighs repeats of an item by the time between them (same_item_time)") \
+                if self.config.same_item_time else None
+            same_item = self.same_item(items, known_items(items, mask), gap)
             pair_bias = same_item if pair_bias is None else pair_bias + same_item
         attentions: dict[str, torch.Tensor] = {}
         for i, block in enumerate(self.blocks):

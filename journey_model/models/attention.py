@@ -312,6 +312,9 @@ class AttentionBlock(nn.Module):
         return x, weights
 
 
+MINUTE_BUCKETS = 20  # log2-minute buckets of a time: under a minute, ..., a year and more
+
+
 def minute_buckets(seconds: torch.Tensor, num_buckets: int) -> torch.Tensor:
     """``floor(log2(1 + |seconds| / 1 minute))`` capped at ``num_buckets - 1``: 0 for under a minute, 19 for a
     year and more with 20 buckets (T5's log buckets, over time)."""
@@ -347,17 +350,31 @@ class SameItemBias(nn.Module):
     models ranked highest were of the second kind. A bias on the pair's equality (zero at first) gives each
     behaviour a direct way to gather the others about its own item. Padding and unknown items never match, and
     a behaviour does not match itself (a journey of distinct items is scored as without the bias).
+
+    With ``num_buckets``, the bias also depends on the time between the two behaviours: a per-head offset for
+    each log2-minute bucket of ``|Δt|`` (:func:`minute_buckets`; zero at first) is added to the head's weight, so
+    that "viewed again the same day" and "viewed again five months later" can weigh differently.
     """
 
-    def __init__(self, num_heads: int):
+    def __init__(self, num_heads: int, num_buckets: int = 0):
         super().__init__()
+        self.num_buckets = num_buckets
         self.weight = nn.Parameter(torch.zeros(num_heads))
+        self.by_time = nn.Parameter(torch.zeros(num_buckets, num_heads)) if num_buckets else None  # buckets x heads
 
-    def forward(self, items: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
-        """(B, T) item ids and (B, T) True where the item is a known one -> (B, heads, T, T) score bias."""
+    def forward(self, items: torch.Tensor, known: torch.Tensor, gap: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T) item ids, (B, T) True where the item is a known one and, with time buckets, (B, T) seconds
+        before the cut-off -> (B, heads, T, T) score bias."""
         same = (items[:, :, None] == items[:, None, :]) & known[:, :, None] & known[:, None, :]  # (B, T, T)
         same &= ~torch.eye(items.shape[1], dtype=torch.bool, device=items.device)
-        return same[:, None].to(self.weight.dtype) * self.weight[None, :, None, None]
+        same = same[:, None].to(self.weight.dtype)  # (B, 1, T, T)
+        if self.by_time is None:
+            return same * self.weight[None, :, None, None]
+        if gap is None:
+            raise ValueError("SameItemBias with time buckets needs the behaviours' time_gap; got None")
+        buckets = minute_buckets(gap[:, :, None] - gap[:, None, :], self.num_buckets)  # (B, T, T)
+        per_pair = (self.weight + self.by_time)[buckets].permute(0, 3, 1, 2)  # (B, heads, T, T)
+        return same * per_pair
 
 
 class RelativeTime(nn.Module):
@@ -372,7 +389,7 @@ class RelativeTime(nn.Module):
     the time to the cut-off (ATRank's buckets) cannot give.
     """
 
-    def __init__(self, num_heads: int, head_dim: int, num_buckets: int = 20, content: bool = True):
+    def __init__(self, num_heads: int, head_dim: int, num_buckets: int = MINUTE_BUCKETS, content: bool = True):
         super().__init__()
         self.num_buckets = num_buckets
         size = 2 * num_buckets + 1  # the middle one is "itself"

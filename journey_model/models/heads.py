@@ -28,7 +28,13 @@ from torch import nn
 
 from journey_model.data.batch import SequenceBatch
 from journey_model.data.features import BOS_ID, EOS_ID, FIELD_SPECIAL_IDS, PAD_ID, FeatureSpec
-from journey_model.models.attention import AttentionBlock, large_negative, masked_softmax, minute_buckets
+from journey_model.models.attention import (
+    MINUTE_BUCKETS,
+    AttentionBlock,
+    large_negative,
+    masked_softmax,
+    minute_buckets,
+)
 from journey_model.models.base import SequenceModelConfig
 from journey_model.models.output import EncodedSequence, ModelOutput
 from journey_model.models.tasks import Task
@@ -74,7 +80,7 @@ class RecencyBias(nn.Module):
     Zero at first: the model starts as without it.
     """
 
-    def __init__(self, num_queries: int, num_heads: int, num_buckets: int = 20):
+    def __init__(self, num_queries: int, num_heads: int, num_buckets: int = MINUTE_BUCKETS):
         super().__init__()
         self.num_buckets = num_buckets
         self.table = nn.Parameter(torch.zeros(num_heads, num_queries, num_buckets))

@@ -21,6 +21,7 @@ from journey_model.data.features import BOS_ID, EOS_ID, OOV_ID, PAD_ID, Behaviou
 from journey_model.inference.attribution import attention_importance
 from journey_model.models import ATRankConfig, ModelOutput, UnknownModelError, build_model, list_models
 from journey_model.models.attention import (
+    MINUTE_BUCKETS,
     RelativeTime,
     SameItemBias,
     TypePairBias,
@@ -676,6 +677,28 @@ def test_same_item_bias_joins_behaviours_about_one_known_item_only() -> None:
     same[0, 2] = same[2, 0] = 1.0  # <oov> and padding never match, nor a behaviour itself
     torch.testing.assert_close(got[0, 0], 1.5 * same)
     torch.testing.assert_close(got[0, 1], -2.0 * same)
+
+
+def test_same_item_bias_by_time_weighs_a_repeat_by_the_time_between_the_two() -> None:
+    bias = SameItemBias(num_heads=1, num_buckets=MINUTE_BUCKETS)
+    items = torch.tensor([[5, 5, 5, 7]])
+    known = torch.ones(1, 4, dtype=torch.bool)
+    gap = torch.tensor([[86400.0 * 150, 86400.0 * 2, 86400.0 * 2 - 30.0, 60.0]])  # seconds before the cut-off
+    assert not bias(items, known, gap).any()  # zero at first
+    with torch.no_grad():
+        bias.weight.fill_(1.0)
+        bias.by_time[0] = 2.0  # under a minute apart: 1 + 2
+    got = bias(items, known, gap)[0, 0]
+    expected = torch.tensor([[0.0, 1.0, 1.0, 0.0], [1.0, 0.0, 3.0, 0.0], [1.0, 3.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    torch.testing.assert_close(got, expected)
+    with pytest.raises(ValueError, match="needs the behaviours' time_gap"):
+        bias(items, known)
+    with pytest.raises(ValueError, match="same_item_time = True refines the same-item bias"):
+        build("atrank", same_item_time=True, same_item_bias=False)
+    model = build("atrank", same_item_bias=True, same_item_time=True, time_encoding="bucket")
+    assert model.encoder.same_item.by_time.shape == (MINUTE_BUCKETS, 2)
+    with pytest.raises(ValueError, match="same_item_time.*no time_gap"):
+        model(dataclasses.replace(random_batch(), time_gap=None))
 
 
 def test_same_item_bias_tells_repeats_of_one_item_from_distinct_items_and_stays_blind_to_order() -> None:
