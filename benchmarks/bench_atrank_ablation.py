@@ -73,6 +73,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "+ same-item bias (per head, between behaviours about one item)": ("atrank", {"same_item_bias": True}),
     "+ same-item bias by time (per head and log2-minute bucket between the two)": ("atrank", {
         "same_item_bias": True, "same_item_time": True}),
+    "+ wide (Wide & Deep: the bag's counts beside the network, its outcome weights from zero)": ("atrank", {
+        "wide": True}),
     "+ dropout 0.2": ("atrank", {"dropout": 0.2}),
     "- attention-weight dropout (sub-layer dropout stays)": ("atrank", {"attention_dropout": 0.0}),
     "+ AdamW, weight decay 0.05": ("atrank", {"optimizer": "adamw", "weight_decay": 0.05}),

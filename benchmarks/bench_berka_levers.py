@@ -52,6 +52,7 @@ VARIANTS: dict[str, tuple[str, dict, dict]] = {
     "+ task recency": ("atrank", {**OVERRIDES, "task_recency": True}, {}),
     "+ same-item bias": ("atrank", {**OVERRIDES, "same_item_bias": True}, {}),
     "+ same-item bias by time": ("atrank", {**OVERRIDES, "same_item_bias": True, "same_item_time": True}, {}),
+    "+ wide (Wide & Deep)": ("atrank", {**OVERRIDES, "wide": True}, {}),
     "+ dropout 0.3": ("atrank", {**OVERRIDES, "dropout": 0.3}, {}),
     "+ AdamW, weight decay 0.05": ("atrank", {**OVERRIDES, "optimizer": "adamw", "weight_decay": 0.05}, {}),
     "+ one block": ("atrank", {**OVERRIDES, "num_blocks": 1}, {}),

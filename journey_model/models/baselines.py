@@ -31,6 +31,7 @@ from journey_model.data.batch import SequenceBatch
 from journey_model.data.features import BOS_ID, EOS_ID, PAD_ID, FeatureSpec
 from journey_model.models.attention import large_negative, masked_softmax
 from journey_model.models.base import JourneyModel, SequenceModelConfig, check_batch
+from journey_model.models.counts import CountsLinear
 from journey_model.models.decoding import DecoderStep, teacher_forcing_inputs
 from journey_model.models.heads import TaskScores, known_items, mask_special_event_types, task_query_names
 from journey_model.models.output import ModelOutput
@@ -47,17 +48,11 @@ class BagConfig:
     categorical_fields: list[str] | None = None  # fields whose values are counted; None = every categorical field
 
 
-def bag_of_ids(ids: torch.Tensor, mask: torch.Tensor, weights: nn.Embedding) -> torch.Tensor:
-    """Σ over distinct ids of log1p(count) · weights[id] for each row: (B, T) ids -> (B, n_out).
-
-    Each occurrence contributes log1p(c)/c of its id's weight, so an id seen c times adds log1p(c) in total,
-    without ever building a (B, vocabulary) count matrix.
-    """
-    valid = mask & (ids != PAD_ID)  # (B, T)
-    same = (ids[:, :, None] == ids[:, None, :]) & valid[:, None, :]  # (B, T, T)
-    counts = same.sum(-1).clamp(min=1).to(torch.float32)  # (B, T) occurrences of each position's id
-    share = torch.log1p(counts) / counts * valid  # (B, T)
-    return (weights(ids) * share[..., None]).sum(1)  # (B, n_out)
+def _counts_saved_at_the_top(module: nn.Module, state_dict: dict, prefix: str, *_: object) -> None:
+    """A bag saved before :class:`CountsLinear` held its tables at the top (``event_type.weight``, ...)."""
+    for name in [k for k in state_dict if k.startswith(prefix) and k[len(prefix):].split(".")[0] in
+                 ("event_type", "categorical", "numeric")]:
+        state_dict[f"{prefix}counts.{name[len(prefix):]}"] = state_dict.pop(name)
 
 
 class BagOfEvents(JourneyModel):
@@ -79,34 +74,18 @@ class BagOfEvents(JourneyModel):
     ):
         super().__init__(spec, tasks, model_name)
         self.config = config or BagConfig()
-        fields = self.config.categorical_fields
-        fields = spec.categorical_fields if fields is None else fields
-        unknown = [f for f in fields if f not in spec.categorical_vocab_sizes]
-        if unknown:
-            raise ValueError(f"BagConfig.categorical_fields: {unknown} are not in the FeatureSpec ({spec.categorical_fields})")
         self.n_outcomes = len(spec.outcome_names) if Task.OUTCOME in self.tasks else 0
         n_out = self.n_outcomes + (spec.event_type_vocab_size if Task.NEXT_EVENT in self.tasks else 0)
-        self.event_type = nn.Embedding(spec.event_type_vocab_size, n_out, padding_idx=0)  # one weight per type
-        self.categorical = nn.ModuleDict(
-            {name: nn.Embedding(spec.categorical_vocab_sizes[name], n_out, padding_idx=0) for name in fields}
-        )
-        num_numeric = len(spec.numeric_fields)
-        self.numeric = nn.Linear(2 * num_numeric, n_out, bias=False) if num_numeric else None
+        try:
+            self.counts = CountsLinear(spec, n_out, self.config.categorical_fields)
+        except ValueError as error:
+            raise ValueError(f"BagConfig.categorical_fields: {error}") from None
         self.bias = nn.Parameter(torch.zeros(n_out))
-        for table in [self.event_type, *self.categorical.values()]:
-            nn.init.zeros_(table.weight)
+        self.register_load_state_dict_pre_hook(_counts_saved_at_the_top)
 
     def forward(self, batch: SequenceBatch, output_attentions: bool = False) -> ModelOutput:
         check_batch(batch, self.spec)
-        mask = batch.mask
-        logits = self.bias + bag_of_ids(batch.event_type, mask, self.event_type)  # (B, n_out)
-        for name, weights in self.categorical.items():
-            logits = logits + bag_of_ids(batch.categorical[name], mask, weights)
-        if self.numeric is not None:
-            present = batch.numeric_mask.sum(1)  # (B, F)
-            mean = (batch.numeric * batch.numeric_mask).sum(1) / present.clamp(min=1.0)
-            share = present / batch.lengths.clamp(min=1).to(present.dtype)[:, None]
-            logits = logits + self.numeric(torch.cat([mean, share], dim=-1))
+        logits = self.bias + self.counts(batch)  # (B, n_out)
         output = ModelOutput()
         if Task.OUTCOME in self.tasks:
             output.outcome_logits = logits[:, : self.n_outcomes]
@@ -432,6 +411,6 @@ class GRUAttentionPooling(JourneyModel):
         if output_attentions:
             output.attentions["pool"] = weights
         history = self.scores.item_history(encoded.states, encoded.mask, batch)
-        self.scores(representations, output, batch.next_item, history, output_attentions)
+        self.scores(representations, output, batch, history, output_attentions)
         return output
 

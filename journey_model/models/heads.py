@@ -36,6 +36,7 @@ from journey_model.models.attention import (
     minute_buckets,
 )
 from journey_model.models.base import SequenceModelConfig
+from journey_model.models.counts import CountsLinear
 from journey_model.models.output import EncodedSequence, ModelOutput
 from journey_model.models.tasks import Task
 
@@ -236,6 +237,11 @@ class TaskScores(nn.Module):
             self.outcome_weight = nn.Parameter(torch.empty(len(self.outcome_names), H))  # (n_outcomes, H)
             nn.init.xavier_uniform_(self.outcome_weight)
             self.outcome_bias = nn.Parameter(torch.zeros(len(self.outcome_names)))
+        # Wide & Deep: the totals' linear scores beside the network's, whose outcome weights then start at zero
+        self.wide = None
+        if config.wide and self.outcome_names:
+            nn.init.zeros_(self.outcome_weight)
+            self.wide = CountsLinear(spec, len(self.outcome_names), zero_numeric=True)
         self.next_event = nn.Linear(H, spec.event_type_vocab_size) if Task.NEXT_EVENT in tasks else None
         self.next_item = None
         if Task.NEXT_ITEM in tasks:
@@ -250,18 +256,20 @@ class TaskScores(nn.Module):
             return None
         return ItemHistory(states, mask, batch.categorical[self.item_field])  # type: ignore[index]
 
-    def forward(self, representations: Mapping[str, torch.Tensor], output: ModelOutput, next_item: torch.Tensor | None,
+    def forward(self, representations: Mapping[str, torch.Tensor], output: ModelOutput, batch: SequenceBatch,
                 history: ItemHistory | None = None, need_weights: bool = False) -> None:
-        """Fill ``output``'s logits from {task query name: (B, H)} (and the journey's items, to copy from); with
-        ``need_weights``, also the copied shares (``COPY_ATTENTION``)."""
+        """Fill ``output``'s logits from {task query name: (B, H)} (and the journey's items, to copy from; its
+        totals, with ``wide``); with ``need_weights``, also the copied shares (``COPY_ATTENTION``)."""
         if self.outcome_names:
             u = torch.stack([representations[name] for name in self.outcome_names], dim=1)  # (B, n_outcomes, H)
             output.outcome_logits = (u * self.outcome_weight).sum(-1) + self.outcome_bias  # (B, n_outcomes)
+            if self.wide is not None:
+                output.outcome_logits = output.outcome_logits + self.wide(batch)
         if self.next_event is not None:
             output.next_event_logits = mask_special_event_types(self.next_event(representations[NEXT_EVENT_QUERY]))
         if self.next_item is not None:
             output.next_item_logits, output.next_item_sampled_logits, copied = self.next_item(
-                representations[NEXT_ITEM_QUERY], next_item, history
+                representations[NEXT_ITEM_QUERY], batch.next_item, history
             )
             if copied is not None and need_weights:
                 output.attentions[COPY_ATTENTION] = copied
@@ -294,5 +302,5 @@ class TaskHeads(nn.Module):
         output.task_representations = representations
         output.attentions.update(attentions)
         history = self.scores.item_history(encoded.states, encoded.mask, batch)
-        self.scores(representations, output, batch.next_item, history, need_weights)
+        self.scores(representations, output, batch, history, need_weights)
         return output

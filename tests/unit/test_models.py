@@ -992,3 +992,65 @@ def test_clear_errors() -> None:
     bad.categorical["item"][2, 1] = 40
     with pytest.raises(ValueError, match=r"categorical\['item'\]: id 40 at row 2 \(customer 'c2'\), position 1"):
         build("atrank")(bad)
+
+
+def journeys_with_complaints(rng: random.Random, n: int) -> tuple[list[dict[str, object]], torch.Tensor]:
+    """Random journeys; churn = two or more complaints (a count, in any order)."""
+    examples = []
+    for i in range(n):
+        example = make_example(rng, rng.randint(3, 9), f"c{i}")
+        complaints = rng.choice([0, 1, 2, 3])
+        positions = rng.sample(range(len(example["event_type"])), min(complaints, len(example["event_type"])))
+        example["event_type"] = [COMPLAINT if j in positions else (PAYMENT if t == COMPLAINT else t)
+                                 for j, t in enumerate(example["event_type"])]
+        examples.append(example)
+    labels = torch.tensor([float(sum(t == COMPLAINT for t in ex["event_type"]) >= 2) for ex in examples])
+    return examples, labels
+
+
+@pytest.mark.parametrize("name", ["atrank", "gru-bahdanau", "gru-attn"])
+def test_wide_outcomes_start_at_the_bias_then_add_the_totals_linearly_whatever_the_order(name: str) -> None:
+    model = build(name, wide=True, tasks=[Task.OUTCOME])
+    batch = random_batch()
+    torch.testing.assert_close(model(batch).outcome_logits, torch.zeros(6, 2))  # both parts silent at first
+    with torch.no_grad():
+        scores = model.scores if name == "gru-attn" else model.heads.scores
+        scores.wide.event_type.weight[COMPLAINT, 0] = 1.0
+    rng = random.Random(4)
+    examples, _ = journeys_with_complaints(rng, 8)
+    logits = model(collate(examples)).outcome_logits[:, 0]
+    counts = torch.tensor([sum(t == COMPLAINT for t in ex["event_type"]) for ex in examples], dtype=torch.float32)
+    torch.testing.assert_close(logits, torch.log1p(counts))  # the network's outcome weights are still zero
+    reversed_ = [shuffle_behaviours(ex, list(range(len(ex["event_type"])))[::-1]) for ex in examples]
+    torch.testing.assert_close(model(collate(reversed_)).outcome_logits[:, 0], logits)
+    torch.testing.assert_close(model(widen(collate(examples), 3)).outcome_logits[:, 0], logits)  # padding: nothing
+
+
+def test_wide_atrank_learns_a_planted_count_in_a_few_steps() -> None:
+    torch.manual_seed(0)
+    model = build_model("atrank", SPEC, tasks=[Task.OUTCOME], wide=True, **TINY["atrank"]).train()
+    rng = random.Random(11)
+    train_examples, train_labels = journeys_with_complaints(rng, 128)
+    test_examples, test_labels = journeys_with_complaints(rng, 128)
+    optimiser = torch.optim.Adam(model.parameters(), lr=0.01)
+    batch = collate(train_examples)
+    for _ in range(15):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(batch).outcome_logits[:, 0], train_labels)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    scores = model.eval()(collate(test_examples)).outcome_logits[:, 0]
+    positives, negatives = scores[test_labels == 1], scores[test_labels == 0]
+    auc = (positives[:, None] > negatives[None, :]).float().mean().item()
+    assert auc > 0.9, auc  # held-out journeys ranked by their complaints, after 15 steps
+
+
+def test_a_bag_saved_before_its_tables_moved_into_counts_loads() -> None:
+    bag = build("bag")
+    with torch.no_grad():
+        bag.counts.event_type.weight[COMPLAINT] = 0.7
+    old_keys = {key.removeprefix("counts."): value for key, value in bag.state_dict().items()}
+    assert "event_type.weight" in old_keys
+    fresh = build("bag")
+    fresh.load_state_dict(old_keys)
+    torch.testing.assert_close(fresh(random_batch()).outcome_logits, bag(random_batch()).outcome_logits)
