@@ -50,6 +50,7 @@ from journey_model.inference.scorer import Scorer
 from journey_model.models.atrank import ATRank, ATRankEncoder
 from journey_model.models.base import JourneyModel
 from journey_model.models.baselines import BagOfEvents, GRUAttentionPooling
+from journey_model.models.counts import CountsLinear
 from journey_model.models.embedding import BehaviourEmbedding
 from journey_model.models.heads import COPY_ATTENTION, NEXT_ITEM_QUERY
 from journey_model.models.output import ModelOutput
@@ -133,10 +134,10 @@ def _model(target: Scorer | JourneyModel) -> JourneyModel:
 
 
 def embedding_modules(model: JourneyModel) -> list[nn.Module]:
-    """The modules whose (B, T, ·) outputs embed each input event: integrated gradients scales these."""
-    if isinstance(model, BagOfEvents):
-        return [model.event_type, *model.categorical.values()]
-    return [m for m in model.modules() if isinstance(m, BehaviourEmbedding)]
+    """The modules whose (B, T, ·) outputs embed each input event: integrated gradients scales these (the bag's
+    count tables, and those of a sequence model's ``wide`` path beside its behaviour embedding)."""
+    embeddings = [m for m in model.modules() if isinstance(m, BehaviourEmbedding)]
+    return embeddings + [table for m in model.modules() if isinstance(m, CountsLinear) for table in m.tables()]
 
 
 def available_methods(target: Scorer | JourneyModel) -> dict[str, str | None]:

@@ -53,6 +53,10 @@ class CountsLinear(nn.Module):
         if zero_numeric and self.numeric is not None:
             nn.init.zeros_(self.numeric.weight)
 
+    def tables(self) -> list[nn.Embedding]:
+        """The per-id weight tables: one (B, T, n_out) output per behaviour, zero at padding."""
+        return [self.event_type, *self.categorical.values()]
+
     def forward(self, batch: SequenceBatch) -> torch.Tensor:
         mask = batch.mask
         scores = bag_of_ids(batch.event_type, mask, self.event_type)  # (B, n_out)
