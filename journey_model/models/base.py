@@ -50,11 +50,15 @@ class SequenceModelConfig:
     next_item_copy: bool = True  # also copy the next item from the journey's own items (pointer + learned gate)
     task_recency: bool = False  # the task queries also score each behaviour by its age: a learned bias per task,
     # head and log2-minute bucket of the time to the cut-off (zero at first)
-    wide: bool = False  # Wide & Deep outcomes: scores also linear in the journey's totals (the bag's counts), and
-    # the network's outcome weights start at zero, so the linear part leads until the network has learnt more
+    wide: bool = False  # Wide & Deep outcomes: scores also linear in the journey's totals (the bag's counts)
+    wide_network_head: bool = False  # (with wide) the network's task answers also get outcome scores of their own,
+    # trained alone beside the combined ones (deep supervision), so the network learns as it would without the
+    # counts; predictions use the combined scores only. Without it, the network's outcome weights start at zero
+    # so that the linear part leads until the network has learnt more
 
     # fields added after models were first saved, with the value those models were built with
-    SAVED_BEFORE: ClassVar[dict[str, object]] = {"next_item_copy": False, "task_recency": False, "wide": False}
+    SAVED_BEFORE: ClassVar[dict[str, object]] = {"next_item_copy": False, "task_recency": False, "wide": False,
+                                                  "wide_network_head": False}
 
     def __post_init__(self) -> None:
         check_choice(self, "embedding_init", self.embedding_init, ("glorot", "normal"))

@@ -237,11 +237,19 @@ class TaskScores(nn.Module):
             self.outcome_weight = nn.Parameter(torch.empty(len(self.outcome_names), H))  # (n_outcomes, H)
             nn.init.xavier_uniform_(self.outcome_weight)
             self.outcome_bias = nn.Parameter(torch.zeros(len(self.outcome_names)))
-        # Wide & Deep: the totals' linear scores beside the network's, whose outcome weights then start at zero
+        # Wide & Deep: the totals' linear scores beside the network's. Without the network's own head, the
+        # network's outcome weights start at zero (a random start drowned the counts on a few hundred customers);
+        # with it, the head trains the network alone and both readouts keep their usual start
         self.wide = None
         if config.wide and self.outcome_names:
-            nn.init.zeros_(self.outcome_weight)
             self.wide = CountsLinear(spec, len(self.outcome_names), zero_numeric=True)
+            if not config.wide_network_head:
+                nn.init.zeros_(self.outcome_weight)
+        self.network_outcome = None
+        if config.wide and config.wide_network_head and self.outcome_names:
+            self.network_outcome = nn.Parameter(torch.empty(len(self.outcome_names), H))  # (n_outcomes, H)
+            nn.init.xavier_uniform_(self.network_outcome)
+            self.network_outcome_bias = nn.Parameter(torch.zeros(len(self.outcome_names)))
         self.next_event = nn.Linear(H, spec.event_type_vocab_size) if Task.NEXT_EVENT in tasks else None
         self.next_item = None
         if Task.NEXT_ITEM in tasks:
@@ -265,6 +273,8 @@ class TaskScores(nn.Module):
             output.outcome_logits = (u * self.outcome_weight).sum(-1) + self.outcome_bias  # (B, n_outcomes)
             if self.wide is not None:
                 output.outcome_logits = output.outcome_logits + self.wide(batch)
+            if self.network_outcome is not None:
+                output.network_outcome_logits = (u * self.network_outcome).sum(-1) + self.network_outcome_bias
         if self.next_event is not None:
             output.next_event_logits = mask_special_event_types(self.next_event(representations[NEXT_EVENT_QUERY]))
         if self.next_item is not None:

@@ -33,6 +33,8 @@ class ModelOutput:
     """
 
     outcome_logits: torch.Tensor | None = None  # (B, n_outcomes) one logit per FeatureSpec.outcome_names
+    network_outcome_logits: torch.Tensor | None = None  # (B, n_outcomes) with wide_network_head: the network's
+    # own scores without the counts, trained beside outcome_logits and never predicted with
     next_event_logits: torch.Tensor | None = None  # (B, V_event) scores of the next event type
     next_item_logits: torch.Tensor | None = None  # (B, V_item) scores over the whole item vocabulary
     next_item_sampled_logits: torch.Tensor | None = None  # (B, 1 + S) true item in column 0, S negatives

@@ -1,6 +1,7 @@
 """The loss of each task (:mod:`journey_model.models.tasks`), and their weighted sum for one batch.
 
-* ``outcome`` — masked binary cross-entropy in which NaN targets (unknown) are ignored.
+* ``outcome`` — masked binary cross-entropy in which NaN targets (unknown) are ignored; with Wide & Deep's
+  network head (``wide_network_head``), plus the same loss of the network's own scores.
 * ``next_event`` — cross-entropy over the event-type vocabulary, target id 0 (unknown) ignored.
 * ``next_item`` — cross-entropy over the whole item vocabulary, or sampled softmax over the true item and
   uniformly sampled negatives (Jean et al. 2015); target id 0 ignored.
@@ -83,6 +84,10 @@ def compute_losses(
     losses: dict[str, torch.Tensor] = {}
     if output.outcome_logits is not None and batch.outcomes is not None:
         losses[Task.OUTCOME.value] = outcome_loss(output.outcome_logits, batch.outcomes)
+        if output.network_outcome_logits is not None:  # deep supervision beside Wide & Deep's combined scores
+            losses[Task.OUTCOME.value] = losses[Task.OUTCOME.value] + outcome_loss(
+                output.network_outcome_logits, batch.outcomes
+            )
     if output.next_event_logits is not None and batch.next_event_type is not None:
         losses[Task.NEXT_EVENT.value] = next_event_loss(output.next_event_logits, batch.next_event_type)
     has_item_logits = output.next_item_logits is not None or output.next_item_sampled_logits is not None
