@@ -70,11 +70,20 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "+ rotary time (half the rotary pairs turn with time)": ("atrank", {"rotary_time": True}),
     "+ linear time (tanh of days / 30 and / 365 beside log-minutes)": ("atrank", {"linear_time": True}),
     "+ task recency (the task queries' bias per age bucket)": ("atrank", {"task_recency": True}),
-    "+ same-item bias (per head, between behaviours about one item)": ("atrank", {"same_item_bias": True}),
+    "the default before 2026-12-04 (no same-item bias, no wide)": ("atrank", {"same_item_bias": False,
+                                                                            "wide": False}),
+    "- same-item bias by time": ("atrank", {"same_item_bias": False}),
+    "- wide with the network's own head": ("atrank", {"wide": False}),
+    "+ same-item bias (per head, between behaviours about one item)": ("atrank", {"same_item_bias": True,
+                                                                                "same_item_time": False}),
     "+ same-item bias by time (per head and log2-minute bucket between the two)": ("atrank", {
         "same_item_bias": True, "same_item_time": True}),
     "+ wide (Wide & Deep: the bag's counts beside the network, its outcome weights from zero)": ("atrank", {
-        "wide": True}),
+        "wide": True, "wide_network_head": False}),
+    "+ wide with the network's own head (deep supervision beside the combined scores)": ("atrank", {
+        "wide": True, "wide_network_head": True}),
+    "+ same-item bias by time, + wide with the network's own head": ("atrank", {
+        "same_item_bias": True, "same_item_time": True, "wide": True, "wide_network_head": True}),
     "+ dropout 0.2": ("atrank", {"dropout": 0.2}),
     "- attention-weight dropout (sub-layer dropout stays)": ("atrank", {"attention_dropout": 0.0}),
     "+ AdamW, weight decay 0.05": ("atrank", {"optimizer": "adamw", "weight_decay": 0.05}),

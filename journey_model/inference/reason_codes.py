@@ -24,6 +24,7 @@ from journey_model.data.schema import ReasonCode
 
 EVENTS_CONSIDERED = 10  # top positive events per task that are mapped to codes
 CODES_KEPT = 3  # distinct codes kept per task
+NOISE_SHARE = 1e-4  # an event whose importance is under this share of the task's largest is float noise, no reason
 
 
 @dataclass
@@ -80,12 +81,16 @@ def reason_code_hits(
     events_considered: int = EVENTS_CONSIDERED,
     kept: int = CODES_KEPT,
 ) -> list[ReasonCodeHit]:
-    """The ``kept`` codes with the largest summed importance among the top positive events of one task."""
+    """The ``kept`` codes with the largest summed importance among the top positive events of one task.
+
+    Importances within float noise of zero (under ``NOISE_SHARE`` of the task's largest) are no reason: the
+    same customer batched with others (other padding) must get the same reasons."""
     order = np.lexsort((-np.arange(len(importance)), -importance))
+    floor = NOISE_SHARE * float(np.abs(importance).max()) if len(importance) else 0.0
     hits: dict[str, ReasonCodeHit] = {}
     for position in order[:events_considered]:
         value = float(importance[position])
-        if not value > 0:
+        if not value > floor:
             break
         chosen = next((c for c in codes if matches(c, facts, int(position))), None)
         code, sentence = (chosen.code, chosen.sentence) if chosen else generic_code(facts.event_type[position])

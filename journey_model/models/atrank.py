@@ -93,12 +93,18 @@ class ATRankConfig(SequenceModelConfig):
     # over 5 seeds (benchmarks/results/atrank_levers_attention_dropout_16epochs.json)
     type_pair_bias: bool = False  # a learned per-head score bias per (behaviour type, behaviour type) pair; off:
     # on the order rule it did not help (benchmarks/results/atrank_headline.json)
-    same_item_bias: bool = False  # a learned per-head score bias between two behaviours about the same known item.
-    # Off: over 10 synthetic seeds it raised uptake (+0.007) and the spread-views decoy (+0.019) at no cost there
-    # (benchmarks/results/atrank_levers_same_item_16epochs.json), but on Taobao next item one seed in three fell
-    # from HR@10 0.394 to 0.357 (benchmarks/results/models_taobao_next_item_same_item_seeds.json)
-    same_item_time: bool = False  # the same-item bias also depends on the time between the two behaviours (a
-    # per-head offset per log2-minute bucket of it)
+    same_item_bias: bool | None = None  # a learned per-head score bias between two behaviours about the same
+    # known item (zero at first); None = on when the data has an item field. Over 10 synthetic seeds, with
+    # same_item_time, it raised uptake (+0.020) and the spread-views rule (+0.046) and brought the old-burst decoy
+    # level with gru-bahdanau (benchmarks/results/atrank_levers_same_item_time_16epochs.json); on Taobao next item
+    # over 6 seeds it was level (HR@10 −0.002, p 0.45; models_taobao_next_item_same_item_time_seeds*.json)
+    same_item_time: bool = True  # the same-item bias (where it is on) also depends on the time between the two
+    # behaviours (a per-head offset per log2-minute bucket of it)
+
+    wide: bool = True  # Wide & Deep outcomes with the network's own head (SequenceModelConfig), on for ATRank
+    wide_network_head: bool = True  # since 2026-12-04: on Berka's loan defaults (20 splits) 0.610 against 0.584
+    # without (the bag of events: 0.620); on 10 synthetic seeds level with the default before or above
+    # (benchmarks/results/berka_levers_wide_head.md, atrank_levers_wide_head_16epochs.json)
 
     # Fields a model saved before they existed did not have; such a model was built with these values.
     SAVED_BEFORE: ClassVar[dict[str, object]] = {
@@ -120,9 +126,6 @@ class ATRankConfig(SequenceModelConfig):
         if not 0 <= self.causal_blocks <= self.num_blocks:
             raise ValueError(f"ATRankConfig.causal_blocks = {self.causal_blocks}; expected 0 to num_blocks "
                              f"({self.num_blocks})")
-        if self.same_item_time and not self.same_item_bias:
-            raise ValueError("ATRankConfig.same_item_time = True refines the same-item bias; set same_item_bias = "
-                             "True too")
         if not 0 <= self.causal_heads <= self.num_heads:
             raise ValueError(f"ATRankConfig.causal_heads = {self.causal_heads}; expected 0 to num_heads "
                              f"({self.num_heads})")
@@ -193,7 +196,7 @@ class ATRankEncoder(nn.Module):
         self.type_pair = TypePairBias(spec.event_type_vocab_size, config.num_heads) if config.type_pair_bias else None
         self.item_field = spec.item_field
         self.same_item = None
-        if config.same_item_bias:
+        if config.same_item_bias or (config.same_item_bias is None and spec.item_field is not None):
             if spec.item_field is None:
                 raise ValueError("ATRankConfig.same_item_bias needs an item field, but the FeatureSpec has none "
                                  "(FeatureSpec.item_field is None: no categorical field was mapped as the item)")

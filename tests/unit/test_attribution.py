@@ -284,7 +284,8 @@ def test_screened_occlusion_leaves_out_the_events_rollout_ranks_highest(planted_
     (0 elsewhere) -- and on all of a customer's events when none of those picked raises any outcome (an untrained
     model's rollout says little, and that customer would get no reasons); screening every event is occlusion."""
     torch.manual_seed(5)  # an untrained model whose top rollout events raise neither outcome for 5 of 24 customers
-    model = planted_models["atrank"] if trained else build_model("atrank", SPEC, tasks=["outcome"], **TINY).eval()
+    untrained = build_model("atrank", SPEC, tasks=["outcome"], wide=False, **TINY)  # Wide & Deep starts silent
+    model = planted_models["atrank"] if trained else untrained.eval()
     batch = collate(planted_test[0][:24])
     full, _ = attribute_batch(model, batch, METHOD_OCCLUSION)
     rollout, _ = attribute_batch(model, batch, METHOD_ROLLOUT)
@@ -364,6 +365,9 @@ def test_reason_codes_of_a_hand_made_journey():
     # an unmatched event gets EVENT_<TYPE>; negative importances never become reasons
     alone = reason_code_hits(np.array([0.0, 0.0, 0.0, 0.0, 0.9, -0.5]), journey, CHURN_CODES)
     assert [h.code for h in alone] == ["EVENT_CARD_PAYMENT"]
+    # an importance within float noise of zero is no reason either (nor an event of one)
+    noisy = reason_code_hits(np.array([3e-8, 0.0, 0.0, 0.0, 0.9, 2e-3]), journey, CHURN_CODES)
+    assert [(h.code, h.events) for h in noisy] == [("EVENT_CARD_PAYMENT", [4]), ("EVENT_LOGIN", [5])]
     # a fee before the complaint, or long after it, is only a recent fee
     reversed_order = facts([("fee", None, 15, 31), ("complaint", None, 7, 15)])
     assert reason_code_hits(np.array([0.5, 0.1]), reversed_order, CHURN_CODES)[0].code == "FEE_RECENT"

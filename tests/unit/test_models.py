@@ -70,6 +70,8 @@ TINY["bag"] = {}
 TINY["markov"] = {}
 TINY["most-frequent"] = {}
 TINY["recent-items"] = {}
+for _name in ("atrank", "transformer"):  # the network alone: ATRank's Wide & Deep default has tests of its own
+    TINY[_name]["wide"] = False
 
 COUNT_MODELS = ["markov", "most-frequent", "recent-items"]
 TRAINABLE = [name for name in list_models() if name not in COUNT_MODELS]
@@ -646,7 +648,8 @@ def test_task_recency_moves_each_tasks_attention_by_age_and_padding_still_change
     rng = random.Random(6)
     example = make_example(rng, 8)
     example["time_gap"] = [86400.0 * 90, 86400.0 * 60, 86400.0 * 30, 86400.0 * 9, 86400.0 * 3, 3600.0, 600.0, 60.0]
-    model = build("atrank", tasks=["outcome", "next_event"], task_recency=True, time_encoding="bucket")
+    model = build("atrank", tasks=["outcome", "next_event"], task_recency=True, time_encoding="bucket",
+                  same_item_bias=False)
     batch = collate([example])
     before = model(batch, output_attentions=True)
     names = model.heads.attention.names
@@ -693,8 +696,7 @@ def test_same_item_bias_by_time_weighs_a_repeat_by_the_time_between_the_two() ->
     torch.testing.assert_close(got, expected)
     with pytest.raises(ValueError, match="needs the behaviours' time_gap"):
         bias(items, known)
-    with pytest.raises(ValueError, match="same_item_time = True refines the same-item bias"):
-        build("atrank", same_item_time=True, same_item_bias=False)
+    assert build("atrank", same_item_bias=False).encoder.same_item is None  # the time part rides on the bias
     model = build("atrank", same_item_bias=True, same_item_time=True, time_encoding="bucket")
     assert model.encoder.same_item.by_time.shape == (MINUTE_BUCKETS, 2)
     with pytest.raises(ValueError, match="same_item_time.*no time_gap"):
@@ -712,7 +714,7 @@ def test_same_item_bias_tells_repeats_of_one_item_from_distinct_items_and_stays_
         return example
 
     repeated, distinct = views([5, 5, 5, 2]), views([5, 6, 7, 2])
-    model = build("atrank", positional_encoding="none", time_encoding="bucket", same_item_bias=True, causal_blocks=0)
+    model = build("atrank", positional_encoding="none", time_encoding="bucket", same_item_time=False, causal_blocks=0)
     before = {name: model(collate([ex])).outcome_logits for name, ex in (("repeated", repeated), ("distinct", distinct))}
     with torch.no_grad():
         model.encoder.same_item.weight.fill_(3.0)
@@ -721,8 +723,9 @@ def test_same_item_bias_tells_repeats_of_one_item_from_distinct_items_and_stays_
     torch.testing.assert_close(after["distinct"], before["distinct"])  # no pair matches
     shuffled = shuffle_behaviours(repeated, [3, 0, 2, 1])
     torch.testing.assert_close(model(collate([shuffled])).outcome_logits, after["repeated"], atol=1e-5, rtol=0)
-    assert build("atrank").encoder.same_item is None  # off by default
+    assert build("atrank").encoder.same_item.by_time is not None  # by default on, by time, where items are known
     no_item = dataclasses.replace(SPEC, item_field=None)
+    assert build_model("atrank", no_item).encoder.same_item is None  # and off where they are not
     with pytest.raises(ValueError, match="same_item_bias needs an item field"):
         build_model("atrank", no_item, same_item_bias=True)
 
@@ -1010,7 +1013,7 @@ def journeys_with_complaints(rng: random.Random, n: int) -> tuple[list[dict[str,
 
 @pytest.mark.parametrize("name", ["atrank", "gru-bahdanau", "gru-attn"])
 def test_wide_outcomes_start_at_the_bias_then_add_the_totals_linearly_whatever_the_order(name: str) -> None:
-    model = build(name, wide=True, tasks=[Task.OUTCOME])
+    model = build(name, wide=True, wide_network_head=False, tasks=[Task.OUTCOME])
     batch = random_batch()
     torch.testing.assert_close(model(batch).outcome_logits, torch.zeros(6, 2))  # both parts silent at first
     with torch.no_grad():
@@ -1028,7 +1031,7 @@ def test_wide_outcomes_start_at_the_bias_then_add_the_totals_linearly_whatever_t
 
 def test_wide_atrank_learns_a_planted_count_in_a_few_steps() -> None:
     torch.manual_seed(0)
-    model = build_model("atrank", SPEC, tasks=[Task.OUTCOME], wide=True, **TINY["atrank"]).train()
+    model = build_model("atrank", SPEC, tasks=[Task.OUTCOME], **{**TINY["atrank"], "wide": True}).train()
     rng = random.Random(11)
     train_examples, train_labels = journeys_with_complaints(rng, 128)
     test_examples, test_labels = journeys_with_complaints(rng, 128)
@@ -1043,6 +1046,48 @@ def test_wide_atrank_learns_a_planted_count_in_a_few_steps() -> None:
     positives, negatives = scores[test_labels == 1], scores[test_labels == 0]
     auc = (positives[:, None] > negatives[None, :]).float().mean().item()
     assert auc > 0.9, auc  # held-out journeys ranked by their complaints, after 15 steps
+
+
+def test_the_wide_network_head_gives_the_network_a_gradient_from_the_first_step() -> None:
+    batch = random_batch()
+    batch.outcomes = torch.tensor([[1.0, 0.0], [0.0, float("nan")]] * 3)
+
+    def encoder_gradient(model: torch.nn.Module) -> float:
+        model.zero_grad()
+        compute_losses(model(batch), batch)["loss"].backward()
+        return sum(p.grad.abs().sum().item() for n, p in model.named_parameters()
+                   if n.startswith("encoder.") and p.grad is not None)
+
+    torch.manual_seed(0)
+    wide = build("atrank", wide=True, wide_network_head=False, tasks=[Task.OUTCOME]).train()
+    assert encoder_gradient(wide) == 0.0  # combined scores only: the network's outcome weights start at zero
+    torch.manual_seed(0)
+    headed = build("atrank", wide=True, wide_network_head=True, tasks=[Task.OUTCOME]).train()
+    assert encoder_gradient(headed) > 0.0
+    output = headed(batch)
+    assert not torch.allclose(output.outcome_logits, output.network_outcome_logits)  # two readouts of the network
+    expected = outcome_loss(output.outcome_logits, batch.outcomes) + outcome_loss(
+        output.network_outcome_logits, batch.outcomes)
+    torch.testing.assert_close(compute_losses(output, batch)["outcome"], expected)
+    assert build("atrank", wide=False, tasks=[Task.OUTCOME]).heads.scores.network_outcome is None  # rides on wide
+
+
+def test_default_atrank_is_wide_and_deep_with_the_networks_own_head_and_padding_changes_nothing() -> None:
+    torch.manual_seed(3)
+    model = build_model("atrank", SPEC, tasks=[Task.OUTCOME], **TINY_SEQUENCE).eval()
+    scores = model.heads.scores
+    assert scores.wide is not None and scores.network_outcome is not None
+    with torch.no_grad():  # as after training: every part of the score speaks
+        for table in [scores.outcome_weight, *(t.weight for t in scores.wide.tables())]:
+            table.normal_()
+    batch = random_batch()
+    output = model(batch)
+    assert output.outcome_logits.abs().min() > 0 and output.network_outcome_logits is not None
+    padded = model(widen(batch, 4))
+    torch.testing.assert_close(padded.outcome_logits, output.outcome_logits, atol=1e-5, rtol=0)
+    torch.testing.assert_close(padded.network_outcome_logits, output.network_outcome_logits, atol=1e-5, rtol=0)
+    reference = build_model("atrank-reference", SPEC, tasks=[Task.OUTCOME])  # the reference code: no counts
+    assert reference.heads.scores.wide is None and reference.encoder.same_item is None
 
 
 def test_a_bag_saved_before_its_tables_moved_into_counts_loads() -> None:
