@@ -372,9 +372,14 @@ class SameItemBias(nn.Module):
             return same * self.weight[None, :, None, None]
         if gap is None:
             raise ValueError("SameItemBias with time buckets needs the behaviours' time_gap; got None")
-        buckets = minute_buckets(gap[:, :, None] - gap[:, None, :], self.num_buckets)  # (B, T, T)
-        per_pair = (self.weight + self.by_time)[buckets].permute(0, 3, 1, 2)  # (B, heads, T, T)
-        return same * per_pair
+        # only the matching pairs (a few per journey) look their time bucket up: over all T x T pairs, the
+        # bucket table's gather and its gradient cost a third of a training step
+        b, i, j = same[:, 0].nonzero(as_tuple=True)  # (P,) each
+        buckets = minute_buckets(gap[b, i] - gap[b, j], self.num_buckets)  # (P,)
+        B, T = items.shape
+        per_pair = self.weight.new_zeros(B, T, T, self.weight.shape[0])
+        per_pair = per_pair.index_put((b, i, j), (self.weight + self.by_time)[buckets])  # (B, T, T, heads)
+        return per_pair.permute(0, 3, 1, 2)  # (B, heads, T, T)
 
 
 class RelativeTime(nn.Module):
