@@ -102,7 +102,7 @@ class ATRankConfig(SequenceModelConfig):
     # behaviours (a per-head offset per log2-minute bucket of it)
 
     wide: bool = True  # Wide & Deep outcomes with the network's own head (SequenceModelConfig), on for ATRank
-    wide_network_head: bool = True  # since 2026-12-04: on Berka's loan defaults (20 splits) 0.610 against 0.584
+    wide_network_head: bool = True  # since 2026-12-04: on Berka's loan defaults (20 splits) 0.603 against 0.584
     # without (the bag of events: 0.620); on 10 synthetic seeds level with the default before or above
     # (benchmarks/results/berka_levers_wide_head.md, atrank_levers_wide_head_16epochs.json)
 

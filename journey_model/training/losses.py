@@ -1,7 +1,7 @@
 """The loss of each task (:mod:`journey_model.models.tasks`), and their weighted sum for one batch.
 
-* ``outcome`` — masked binary cross-entropy in which NaN targets (unknown) are ignored; with Wide & Deep's
-  network head (``wide_network_head``), plus the same loss of the network's own scores.
+* ``outcome`` — masked binary cross-entropy in which NaN targets (unknown) are ignored; in training, Wide & Deep's
+  network head (``wide_network_head``) adds the same loss of the network's own scores (``outcome_network``).
 * ``next_event`` — cross-entropy over the event-type vocabulary, target id 0 (unknown) ignored.
 * ``next_item`` — cross-entropy over the whole item vocabulary, or sampled softmax over the true item and
   uniformly sampled negatives (Jean et al. 2015); target id 0 ignored.
@@ -22,6 +22,8 @@ from journey_model.data.batch import SequenceBatch
 from journey_model.data.features import PAD_ID
 from journey_model.models.output import ModelOutput
 from journey_model.models.tasks import Task, parse_task
+
+NETWORK_OUTCOME = "outcome_network"  # the loss of Wide & Deep's network head (training only)
 
 
 def _zero_loss(logits: torch.Tensor) -> torch.Tensor:
@@ -73,21 +75,21 @@ def forecast_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 def compute_losses(
-    output: ModelOutput, batch: SequenceBatch, weights: Mapping[Task | str, float] | None = None
+    output: ModelOutput, batch: SequenceBatch, weights: Mapping[Task | str, float] | None = None,
+    auxiliary: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Each task's loss where the model produced it and the batch holds its target, and their weighted sum.
 
     Returns ``{"loss": total, "outcome": …,
-    "next_event": …, …}``; a task weight defaults to 1.
+    "next_event": …, …}``; a task weight defaults to 1. With ``auxiliary`` (training), the total also holds the
+    losses of scores that are trained but never predicted with (Wide & Deep's network head, under
+    ``NETWORK_OUTCOME``); without it (validation, test), the total is the loss of the predictions alone, comparable
+    across models.
     """
     weight_of = {parse_task(k): float(v) for k, v in (weights or {}).items()}
     losses: dict[str, torch.Tensor] = {}
     if output.outcome_logits is not None and batch.outcomes is not None:
         losses[Task.OUTCOME.value] = outcome_loss(output.outcome_logits, batch.outcomes)
-        if output.network_outcome_logits is not None:  # deep supervision beside Wide & Deep's combined scores
-            losses[Task.OUTCOME.value] = losses[Task.OUTCOME.value] + outcome_loss(
-                output.network_outcome_logits, batch.outcomes
-            )
     if output.next_event_logits is not None and batch.next_event_type is not None:
         losses[Task.NEXT_EVENT.value] = next_event_loss(output.next_event_logits, batch.next_event_type)
     has_item_logits = output.next_item_logits is not None or output.next_item_sampled_logits is not None
@@ -101,5 +103,9 @@ def compute_losses(
         raise ValueError(
             "compute_losses: the model output and the batch share no task (did the batch carry targets?)"
         )
-    losses["loss"] = sum(weight_of.get(Task(name), 1.0) * value for name, value in losses.items())
+    total = sum(weight_of.get(Task(name), 1.0) * value for name, value in losses.items())
+    if auxiliary and output.network_outcome_logits is not None and batch.outcomes is not None:
+        losses[NETWORK_OUTCOME] = outcome_loss(output.network_outcome_logits, batch.outcomes)
+        total = total + weight_of.get(Task.OUTCOME, 1.0) * losses[NETWORK_OUTCOME]
+    losses["loss"] = total
     return losses

@@ -181,7 +181,7 @@ class JourneyModule(L.LightningModule):
     # ------------------------------------------------------------------ the one step
     def model_step(self, batch: SequenceBatch, stage: str) -> torch.Tensor:
         output = self.model(batch)
-        losses = compute_losses(output, batch)
+        losses = compute_losses(output, batch, auxiliary=stage == "train")  # val/test: the predictions' loss
         size = batch.batch_size
         for name, value in losses.items():
             key = f"{stage}/loss" if name == "loss" else f"{stage}/loss_{name}"

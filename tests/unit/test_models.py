@@ -1066,9 +1066,13 @@ def test_the_wide_network_head_gives_the_network_a_gradient_from_the_first_step(
     assert encoder_gradient(headed) > 0.0
     output = headed(batch)
     assert not torch.allclose(output.outcome_logits, output.network_outcome_logits)  # two readouts of the network
-    expected = outcome_loss(output.outcome_logits, batch.outcomes) + outcome_loss(
-        output.network_outcome_logits, batch.outcomes)
-    torch.testing.assert_close(compute_losses(output, batch)["outcome"], expected)
+    combined = outcome_loss(output.outcome_logits, batch.outcomes)
+    network = outcome_loss(output.network_outcome_logits, batch.outcomes)
+    training = compute_losses(output, batch)
+    torch.testing.assert_close(training["outcome"], combined)
+    torch.testing.assert_close(training["loss"], combined + network)  # trained beside the combined scores
+    torch.testing.assert_close(compute_losses(output, batch, auxiliary=False)["loss"], combined)  # reported: the
+    # predictions' loss alone, comparable with any other model's
     assert build("atrank", wide=False, tasks=[Task.OUTCOME]).heads.scores.network_outcome is None  # rides on wide
 
 
