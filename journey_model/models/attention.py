@@ -372,8 +372,8 @@ class SameItemBias(nn.Module):
             return same * self.weight[None, :, None, None]
         if gap is None:
             raise ValueError("SameItemBias with time buckets needs the behaviours' time_gap; got None")
-        # only the matching pairs (a few per journey) look their time bucket up: over all T x T pairs, the
-        # bucket table's gather and its gradient cost a third of a training step
+        # only the matching pairs (a few per journey) look their time bucket up: over all T x T pairs, the bucket
+        # table's gather and its gradient cost about 10 ms of a 220 ms training step (B 64, T 100, one thread)
         b, i, j = same[:, 0].nonzero(as_tuple=True)  # (P,) each
         buckets = minute_buckets(gap[b, i] - gap[b, j], self.num_buckets)  # (P,)
         B, T = items.shape
