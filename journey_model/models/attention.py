@@ -86,20 +86,25 @@ def scaled_dot_product_attention(
     before the softmax, e.g. a learned bias of the time between query and key. Returns the output (B, h, Tq, d) and, if asked, the weights (B, h, Tq, Tk)
     before dropout.
     """
-    hidden = torch.tensor(large_negative(q.dtype), dtype=q.dtype, device=q.device)
-    if score_bias is None:
-        bias = torch.where(allowed, torch.zeros((), dtype=q.dtype, device=q.device), hidden)
-    else:  # one (B, h, Tq, Tk) pass: the bias where allowed, the mask elsewhere
-        bias = torch.where(allowed, score_bias.to(q.dtype), hidden)
+    hidden = large_negative(q.dtype)
     live = live_rows.to(q.dtype)
-    if not need_weights:
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
+    # a learned bias needs its gradient, which the fused kernels do not give: torch then takes its own explicit
+    # path, whose safe softmax also scans the (B, h, Tq, Tk) scores for fully masked rows (dead rows are zeroed
+    # here instead), so the explicit path below is taken for it directly
+    if not need_weights and not (score_bias is not None and score_bias.requires_grad):
+        zero = torch.zeros((), dtype=q.dtype, device=q.device)
+        bias = zero if score_bias is None else score_bias.to(q.dtype)
+        mask = torch.where(allowed, bias, torch.tensor(hidden, dtype=q.dtype, device=q.device))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         return out * live, None
     # scale the (B, h, Tq, d) queries rather than the (B, h, Tq, Tk) scores
-    scores = (q / math.sqrt(q.shape[-1])) @ k.transpose(-2, -1) + bias  # (B, h, Tq, Tk)
-    weights = scores.softmax(-1) * live
-    out = F.dropout(weights, dropout, training=dropout > 0) @ v
-    return out, weights
+    scores = (q / math.sqrt(q.shape[-1])) @ k.transpose(-2, -1)  # (B, h, Tq, Tk)
+    if score_bias is not None:
+        scores = scores + score_bias.to(q.dtype)
+    weights = scores.masked_fill_(~allowed, hidden).softmax(-1)
+    # dead rows are zeroed on the (B, h, Tq, d) output, a T/d-th of the weights' size
+    out = (F.dropout(weights, dropout, training=dropout > 0) @ v) * live
+    return out, (weights * live if need_weights else None)
 
 
 def rotary_tables(length: int, head_dim: int, device: torch.device, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -391,6 +391,38 @@ def test_fused_and_explicit_attention_paths_agree(name: str, overrides: dict) ->
         assert_same(customer_outputs(fused, row, 99), customer_outputs(explicit, row, 99), atol=1e-5)
 
 
+def test_a_learned_score_bias_takes_the_explicit_path_with_the_fused_paths_values_and_gradients() -> None:
+    """A bias that needs its gradient is applied outside torch's fused kernels; the result, the gradients of
+    queries, keys and values, and the zeroed dead rows are those of the fused path given the same bias as a
+    constant, and the bias gets the scores' gradient."""
+    from journey_model.models.attention import attention_mask, scaled_dot_product_attention
+
+    torch.manual_seed(0)
+    B, h, T, d = 3, 2, 6, 4
+    key_mask = torch.tensor([[True] * 6, [True] * 3 + [False] * 3, [False] * 6])  # the last journey is empty
+    allowed = attention_mask(key_mask, T, causal=False, causal_heads=0, num_heads=h)
+    live = allowed.any(-1, keepdim=True) & key_mask[:, None, :, None]
+    q, k, v = (torch.randn(B, h, T, d, requires_grad=True) for _ in range(3))
+    bias = torch.randn(B, h, T, T)
+
+    def run(learned: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        b = bias.clone().requires_grad_(learned)
+        out, _ = scaled_dot_product_attention(q, k, v, allowed, live, 0.0, False, b)
+        grads = torch.autograd.grad((out * torch.arange(out.numel()).reshape(out.shape).sin()).sum(),
+                                    [q, k, v, b] if learned else [q, k, v])
+        return out, list(grads)
+
+    fused, fused_grads = run(learned=False)
+    explicit, explicit_grads = run(learned=True)
+    torch.testing.assert_close(explicit, fused, atol=1e-5, rtol=1e-5)
+    for a, b in zip(explicit_grads[:3], fused_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert explicit[2].abs().max() == 0 and explicit[1, :, 3:].abs().max() == 0  # dead rows
+    bias_grad = explicit_grads[3]
+    assert bias_grad[0].abs().max() > 0  # the bias learns from live rows ...
+    assert bias_grad[1, :, :, 3:].abs().max() < 1e-7 and bias_grad[2].abs().max() == 0  # ... never from hidden keys
+
+
 # ---------------------------------------------------------------------------------------------- invariances
 
 
