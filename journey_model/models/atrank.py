@@ -224,7 +224,7 @@ class ATRankEncoder(nn.Module):
             gap = time_gap_of(batch, "weighs repeats of an item by the time between them (same_item_time)") \
                 if self.config.same_item_time else None
             same_item = self.same_item(items, known_items(items, mask), gap)
-            pair_bias = same_item if pair_bias is None else pair_bias + same_item
+            pair_bias = same_item if pair_bias is None else pair_bias + same_item.dense()
         attentions: dict[str, torch.Tensor] = {}
         for i, block in enumerate(self.blocks):
             causal = self.config.causal or i < self.config.causal_blocks

@@ -13,6 +13,7 @@ that see no real key) are zeroed after the softmax. When nobody asks for the wei
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -68,6 +69,103 @@ def masked_softmax(scores: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor
     return weights * keys.any(-1, keepdim=True).to(scores.dtype)
 
 
+@dataclass(frozen=True)
+class PairBias:
+    """A per-head score bias on a few (journey, query, key) pairs, zero elsewhere (e.g. :class:`SameItemBias`):
+    (P,) indices ``batch``, ``query``, ``key`` and (P, heads) ``values``, of a (B, heads, Tq, Tk) bias."""
+
+    batch: torch.Tensor
+    query: torch.Tensor
+    key: torch.Tensor
+    values: torch.Tensor
+    shape: tuple[int, int, int, int]  # (B, heads, Tq, Tk)
+
+    def dense(self) -> torch.Tensor:
+        """The (B, heads, Tq, Tk) bias."""
+        B, heads, Tq, Tk = self.shape
+        per_pair = self.values.new_zeros(B, Tq, Tk, heads)
+        per_pair = per_pair.index_put((self.batch, self.query, self.key), self.values)
+        return per_pair.permute(0, 3, 1, 2)
+
+
+def dense_bias(bias: torch.Tensor | PairBias) -> torch.Tensor:
+    """A score bias as a (broadcastable) dense tensor."""
+    return bias.dense() if isinstance(bias, PairBias) else bias
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """(B, h, T, ...) -> (B·T, h, ...): one row per (journey, position), for gathers at the pairs."""
+    return x.transpose(1, 2).reshape(x.shape[0] * x.shape[2], *x.shape[1:2], *x.shape[3:])
+
+
+def _add_rows(target: torch.Tensor, rows: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """target (B, h, T, ...) + the (P, h, ...) values added at the flat rows (journey·T + position)."""
+    B, T = target.shape[0], target.shape[2]
+    added = values.new_zeros(B * T, *values.shape[1:]).index_add_(0, rows, values)
+    return target + added.view(B, T, *values.shape[1:]).transpose(1, 2)
+
+
+class _PairBiasedFlashAttention(torch.autograd.Function):
+    """softmax(QKᵀ·scale + mask + pair bias) V through torch's fused CPU kernel, exactly, with no (B, h, Tq, Tk)
+    tensor: the kernel attends with the mask alone, and the few biased pairs are corrected from its log-sum-exp.
+
+    With w_ij = p⁰_ij (e^{b_ij} − 1) on the pairs (p⁰ the unbiased weights), a row's output is
+    (o⁰_i + Σ_j w_ij v_j) / (1 + Σ_j w_ij) and its log-sum-exp L⁰_i + log(1 + Σ_j w_ij). The kernel's backward,
+    given that output and log-sum-exp, is right on every unbiased pair and off by the factor e^{-b} on the biased
+    ones, whose share of dQ, dK and dV is added here, with the bias's own gradient p_ij (dO_i·v_j − dO_i·o_i).
+    Pairs are (P,) flat rows ``query_rows`` (journey·Tq + query) and ``key_rows`` (journey·Tk + key)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, mask, query_rows, key_rows, values, open_pairs):  # noqa: ANN001, ANN205
+        scale = q.shape[-1] ** -0.5
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, attn_mask=mask,
+                                                                               scale=scale)
+        q_i, k_j, v_j = _rows(q)[query_rows], _rows(k)[key_rows], _rows(v)[key_rows]  # (P, h, d) each
+        extra = _pair_weights(q_i, k_j, _rows(lse)[query_rows], open_pairs, scale) * torch.expm1(values)  # (P, h)
+        total = _add_rows(torch.ones_like(lse)[..., None], query_rows, extra[..., None])[..., 0]  # (B, h, Tq)
+        out = _add_rows(out, query_rows, extra[..., None] * v_j) / total[..., None]
+        lse = lse + total.log()
+        ctx.save_for_backward(q, k, v, mask, out, lse, query_rows, key_rows, values, open_pairs)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):  # noqa: ANN001, ANN205
+        q, k, v, mask, out, lse, query_rows, key_rows, values, open_pairs = ctx.saved_tensors
+        scale = q.shape[-1] ** -0.5
+        grad_out = grad_out.contiguous()
+        dq, dk, dv = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+            grad_out, q, k, v, out, lse, 0.0, False, attn_mask=mask, scale=scale)
+        q_i, k_j, v_j = _rows(q)[query_rows], _rows(k)[key_rows], _rows(v)[key_rows]
+        seen = _pair_weights(q_i, k_j, _rows(lse)[query_rows], open_pairs, scale)  # the kernel's weight, e^{-b} p
+        missing = seen * torch.expm1(values)  # (P, h): the true weight p minus the kernel's
+        grad_i = _rows(grad_out)[query_rows]  # (P, h, d)
+        score_grad = (grad_i * (v_j - _rows(out)[query_rows])).sum(-1)  # (P, h): dP - D
+        extra = (missing * score_grad)[..., None] * scale
+        dq = _add_rows(dq, query_rows, extra * k_j)
+        dk = _add_rows(dk, key_rows, extra * q_i)
+        dv = _add_rows(dv, key_rows, missing[..., None] * grad_i)
+        grad_values = seen * torch.exp(values) * score_grad  # p (dP - D): the score's gradient on the pair
+        return dq, dk, dv, None, None, None, grad_values, None
+
+
+def _pair_weights(q_i: torch.Tensor, k_j: torch.Tensor, lse_i: torch.Tensor, open_pairs: torch.Tensor,
+                  scale: float) -> torch.Tensor:
+    """(P, h) exp(q_i·k_j·scale − lse_i) on the pairs the mask lets through, 0 on the others."""
+    logits = (q_i * k_j).sum(-1) * scale - lse_i
+    return torch.where(open_pairs, logits, torch.full_like(logits, -math.inf)).exp()
+
+
+def pair_biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor,
+                          bias: PairBias) -> torch.Tensor:
+    """softmax(QKᵀ/√d + bias + mask) V for a :class:`PairBias`, in the fused CPU kernel's time and memory."""
+    zero = torch.zeros((), dtype=q.dtype, device=q.device)
+    mask = torch.where(allowed, zero, torch.tensor(large_negative(q.dtype), dtype=q.dtype, device=q.device))
+    open_pairs = allowed[bias.batch, :, bias.query, bias.key].expand(-1, q.shape[1])  # (P, h)
+    query_rows, key_rows = bias.batch * q.shape[2] + bias.query, bias.batch * k.shape[2] + bias.key
+    return _PairBiasedFlashAttention.apply(q.contiguous(), k.contiguous(), v.contiguous(), mask, query_rows,
+                                           key_rows, bias.values.to(q.dtype), open_pairs)
+
+
 def scaled_dot_product_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -76,18 +174,22 @@ def scaled_dot_product_attention(
     live_rows: torch.Tensor,
     dropout: float = 0.0,
     need_weights: bool = False,
-    score_bias: torch.Tensor | None = None,
+    score_bias: torch.Tensor | PairBias | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """softmax(QKᵀ/√d + bias + mask) V with dead rows zeroed. q (B, h, Tq, d), k/v (B, h, Tk, d).
 
     ``allowed`` (B, 1, Tq, Tk) from :func:`attention_mask`; ``live_rows`` (B, 1, Tq, 1) is False on query
     rows whose output must be zero (padded queries, queries with no visible key). ``dropout`` is applied
-    only when > 0 (pass 0 in eval). ``score_bias`` (broadcastable to (B, h, Tq, Tk)) is added to the scores
+    only when > 0 (pass 0 in eval). ``score_bias`` (broadcastable to (B, h, Tq, Tk), or a :class:`PairBias`) is added to the scores
     before the softmax, e.g. a learned bias of the time between query and key. Returns the output (B, h, Tq, d) and, if asked, the weights (B, h, Tq, Tk)
     before dropout.
     """
     hidden = large_negative(q.dtype)
     live = live_rows.to(q.dtype)
+    if isinstance(score_bias, PairBias):
+        if not need_weights and dropout == 0 and q.device.type == "cpu" and q.dtype in (torch.float32, torch.float64):
+            return pair_biased_attention(q, k, v, allowed, score_bias) * live, None
+        score_bias = score_bias.dense()
     # a learned bias needs its gradient, which the fused kernels do not give: torch then takes its own explicit
     # path, whose safe softmax also scans the (B, h, Tq, Tk) scores for fully masked rows (dead rows are zeroed
     # here instead), so the explicit path below is taken for it directly
@@ -199,7 +301,7 @@ class MultiHeadAttention(nn.Module):
         need_weights: bool = False,
         relative_time: tuple[RelativeTime, torch.Tensor] | None = None,
         rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
-        score_bias: torch.Tensor | None = None,
+        score_bias: torch.Tensor | PairBias | None = None,
         causal_heads: int = 0,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """query (B, Tq, H) attends to memory (B, Tk, H) -> (B, Tq, H) and weights (B, heads, Tq, Tk) or None.
@@ -207,7 +309,8 @@ class MultiHeadAttention(nn.Module):
         ``relative_time``: a :class:`RelativeTime` and its (B, Tq, Tk) bucket ids (self-attention); ``rotary``
         (cos, sin) tables of :func:`rotary_tables` or :func:`rotary_time_tables` rotate queries and keys by their
         positions or times (self-attention);
-        ``score_bias`` (B, heads, Tq, Tk) is added to the scores (e.g. :class:`TypePairBias`); ``causal_heads``:
+        ``score_bias`` (B, heads, Tq, Tk) or a :class:`PairBias` is added to the scores (e.g. :class:`TypePairBias`,
+        :class:`SameItemBias`); ``causal_heads``:
         see :func:`attention_mask`."""
         B, Tq, H = query.shape
         q = self._split_heads(self.query, query)  # (B, heads, Tq, d)
@@ -227,7 +330,7 @@ class MultiHeadAttention(nn.Module):
             relative, ids = relative_time
             with_values = relative.values is not None  # the value term needs the weights themselves
             bias = relative.score_bias(q, ids)
-            bias = bias if score_bias is None else bias + score_bias
+            bias = bias if score_bias is None else bias + dense_bias(score_bias)
             out, weights = scaled_dot_product_attention(q, k, v, allowed, live_rows, dropout,
                                                         need_weights or with_values, bias)
             if with_values:
@@ -300,7 +403,7 @@ class AttentionBlock(nn.Module):
         need_weights: bool = False,
         relative_time: tuple[RelativeTime, torch.Tensor] | None = None,
         rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
-        score_bias: torch.Tensor | None = None,
+        score_bias: torch.Tensor | PairBias | None = None,
         causal_heads: int = 0,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.norm_first:
@@ -367,24 +470,21 @@ class SameItemBias(nn.Module):
         self.weight = nn.Parameter(torch.zeros(num_heads))
         self.by_time = nn.Parameter(torch.zeros(num_buckets, num_heads)) if num_buckets else None  # buckets x heads
 
-    def forward(self, items: torch.Tensor, known: torch.Tensor, gap: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, items: torch.Tensor, known: torch.Tensor, gap: torch.Tensor | None = None) -> PairBias:
         """(B, T) item ids, (B, T) True where the item is a known one and, with time buckets, (B, T) seconds
-        before the cut-off -> (B, heads, T, T) score bias."""
+        before the cut-off -> the score bias of the matching pairs (a few per journey), zero elsewhere."""
         same = (items[:, :, None] == items[:, None, :]) & known[:, :, None] & known[:, None, :]  # (B, T, T)
         same &= ~torch.eye(items.shape[1], dtype=torch.bool, device=items.device)
-        same = same[:, None].to(self.weight.dtype)  # (B, 1, T, T)
+        b, i, j = same.nonzero(as_tuple=True)  # (P,) each
+        heads = self.weight.shape[0]
         if self.by_time is None:
-            return same * self.weight[None, :, None, None]
-        if gap is None:
+            values = self.weight.expand(b.shape[0], heads)
+        elif gap is None:
             raise ValueError("SameItemBias with time buckets needs the behaviours' time_gap; got None")
-        # only the matching pairs (a few per journey) look their time bucket up: over all T x T pairs, the bucket
-        # table's gather and its gradient cost about 10 ms of a 220 ms training step (B 64, T 100, one thread)
-        b, i, j = same[:, 0].nonzero(as_tuple=True)  # (P,) each
-        buckets = minute_buckets(gap[b, i] - gap[b, j], self.num_buckets)  # (P,)
+        else:
+            values = (self.weight + self.by_time)[minute_buckets(gap[b, i] - gap[b, j], self.num_buckets)]
         B, T = items.shape
-        per_pair = self.weight.new_zeros(B, T, T, self.weight.shape[0])
-        per_pair = per_pair.index_put((b, i, j), (self.weight + self.by_time)[buckets])  # (B, T, T, heads)
-        return per_pair.permute(0, 3, 1, 2)  # (B, heads, T, T)
+        return PairBias(b, i, j, values, (B, heads, T, T))
 
 
 class RelativeTime(nn.Module):

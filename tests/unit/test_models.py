@@ -423,6 +423,47 @@ def test_a_learned_score_bias_takes_the_explicit_path_with_the_fused_paths_value
     assert bias_grad[1, :, :, 3:].abs().max() < 1e-7 and bias_grad[2].abs().max() == 0  # ... never from hidden keys
 
 
+@pytest.mark.parametrize("mask", ["padding", "causal", "causal-heads"])
+def test_a_pair_bias_through_the_fused_kernel_gives_the_dense_bias_values_and_gradients(mask: str) -> None:
+    """The same-item bias's few pairs are corrected around torch's fused CPU kernel (no (B, h, T, T) tensor); the
+    output and the gradients of queries, keys, values and the pairs' bias are those of the dense bias."""
+    from journey_model.models.attention import PairBias, attention_mask, scaled_dot_product_attention
+
+    torch.manual_seed(1)
+    B, h, T, d = 3, 2, 7, 4
+    key_mask = torch.tensor([[True] * 7, [True] * 4 + [False] * 3, [False] * 7])
+    allowed = attention_mask(key_mask, T, causal=mask == "causal", causal_heads=1 if mask == "causal-heads" else 0,
+                             num_heads=h)
+    live = allowed.any(-1, keepdim=True) & key_mask[:, None, :, None]
+    items = torch.tensor([[5, 6, 5, 7, 5, 6, 8], [9, 9, 4, 9, 0, 0, 0], [0] * 7])
+    same = (items[:, :, None] == items[:, None, :]) & key_mask[:, :, None] & key_mask[:, None, :]
+    same &= ~torch.eye(T, dtype=torch.bool)
+    b, i, j = same.nonzero(as_tuple=True)
+    q, k, v = (torch.randn(B, h, T, d, requires_grad=True) for _ in range(3))
+    values = (torch.randn(b.shape[0], h) * 2).requires_grad_(True)  # large enough to move the weights
+    weights = torch.randn(B, h, T, d)
+
+    def run(sparse: bool) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        pairs = PairBias(b, i, j, values, (B, h, T, T))
+        out, _ = scaled_dot_product_attention(q, k, v, allowed, live, 0.0, False, pairs if sparse else pairs.dense())
+        return out, torch.autograd.grad((out * weights).sum(), [q, k, v, values])
+
+    sparse, sparse_grads = run(sparse=True)
+    dense, dense_grads = run(sparse=False)
+    assert (sparse - run_unbiased(q, k, v, allowed, live)).abs().max() > 0.05  # the bias does move the output
+    torch.testing.assert_close(sparse, dense, atol=1e-5, rtol=1e-4)
+    for name, a, c in zip(["q", "k", "v", "bias"], sparse_grads, dense_grads, strict=True):
+        torch.testing.assert_close(a, c, atol=1e-5, rtol=1e-4, msg=lambda m, n=name: f"d{n}: {m}")
+    assert sparse[2].abs().max() == 0 and sparse[1, :, 4:].abs().max() == 0  # dead rows
+
+
+def run_unbiased(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor,
+                 live: torch.Tensor) -> torch.Tensor:
+    from journey_model.models.attention import scaled_dot_product_attention
+
+    return scaled_dot_product_attention(q, k, v, allowed, live)[0]
+
+
 # ---------------------------------------------------------------------------------------------- invariances
 
 
@@ -704,10 +745,12 @@ def test_same_item_bias_joins_behaviours_about_one_known_item_only() -> None:
     bias = SameItemBias(num_heads=2)
     items = torch.tensor([[5, 7, 5, OOV_ID, OOV_ID, PAD_ID]])
     known = torch.tensor([[True, True, True, False, False, False]])
-    assert not bias(items, known).any()  # zero at first
+    assert not bias(items, known).dense().any()  # zero at first
     with torch.no_grad():
         bias.weight.copy_(torch.tensor([1.5, -2.0]))
-    got = bias(items, known)  # (B, heads, T, T)
+    pairs = bias(items, known)
+    assert pairs.values.shape == (2, 2)  # the two matching pairs only, each with a value per head
+    got = pairs.dense()  # (B, heads, T, T)
     same = torch.zeros(6, 6)
     same[0, 2] = same[2, 0] = 1.0  # <oov> and padding never match, nor a behaviour itself
     torch.testing.assert_close(got[0, 0], 1.5 * same)
@@ -719,11 +762,11 @@ def test_same_item_bias_by_time_weighs_a_repeat_by_the_time_between_the_two() ->
     items = torch.tensor([[5, 5, 5, 7]])
     known = torch.ones(1, 4, dtype=torch.bool)
     gap = torch.tensor([[86400.0 * 150, 86400.0 * 2, 86400.0 * 2 - 30.0, 60.0]])  # seconds before the cut-off
-    assert not bias(items, known, gap).any()  # zero at first
+    assert not bias(items, known, gap).dense().any()  # zero at first
     with torch.no_grad():
         bias.weight.fill_(1.0)
         bias.by_time[0] = 2.0  # under a minute apart: 1 + 2
-    got = bias(items, known, gap)[0, 0]
+    got = bias(items, known, gap).dense()[0, 0]
     expected = torch.tensor([[0.0, 1.0, 1.0, 0.0], [1.0, 0.0, 3.0, 0.0], [1.0, 3.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
     torch.testing.assert_close(got, expected)
     with pytest.raises(ValueError, match="needs the behaviours' time_gap"):
