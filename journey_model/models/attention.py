@@ -7,7 +7,9 @@ the Transformer decoder, the task-query heads and the RNN attention variants all
 reference code ``multihead_attention``): Q/K/V may be ``ReLU(Linear(x))`` and the heads may be concatenated
 without an output projection. Padded keys get a very negative score; rows of padded queries (and of queries
 that see no real key) are zeroed after the softmax. When nobody asks for the weights, the fused
-:func:`torch.nn.functional.scaled_dot_product_attention` runs; both paths compute the same outputs.
+:func:`torch.nn.functional.scaled_dot_product_attention` runs; both paths compute the same outputs. A score bias
+on a few pairs (:class:`PairBias`, e.g. the same-item bias) stays on the fused CPU kernel: the pairs are corrected
+from its log-sum-exp, forward and backward, without a (B, heads, T, T) tensor.
 """
 
 from __future__ import annotations
