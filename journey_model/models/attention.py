@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 
 def large_negative(dtype: torch.dtype) -> float:
@@ -131,6 +132,7 @@ class _PairBiasedFlashAttention(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out):  # noqa: ANN001, ANN205
         q, k, v, mask, out, lse, query_rows, key_rows, values, open_pairs = ctx.saved_tensors
         scale = q.shape[-1] ** -0.5
