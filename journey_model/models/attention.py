@@ -194,10 +194,12 @@ def scaled_dot_product_attention(
         if not need_weights and dropout == 0 and q.device.type == "cpu" and q.dtype in (torch.float32, torch.float64):
             return pair_biased_attention(q, k, v, allowed, score_bias) * live, None
         score_bias = score_bias.dense()
-    # a learned bias needs its gradient, which the fused kernels do not give: torch then takes its own explicit
-    # path, whose safe softmax also scans the (B, h, Tq, Tk) scores for fully masked rows (dead rows are zeroed
-    # here instead), so the explicit path below is taken for it directly
-    if not need_weights and not (score_bias is not None and score_bias.requires_grad):
+    # on CPU a learned bias needs its gradient, which the fused kernel does not give: torch then takes its own
+    # explicit path, whose safe softmax also scans the (B, h, Tq, Tk) scores for fully masked rows (dead rows are
+    # zeroed here instead), so the explicit path below is taken for it directly; CUDA's memory-efficient kernel
+    # gives the bias its gradient, so there the fused call stays
+    learned_on_cpu = score_bias is not None and score_bias.requires_grad and q.device.type == "cpu"
+    if not need_weights and not learned_on_cpu:
         zero = torch.zeros((), dtype=q.dtype, device=q.device)
         bias = zero if score_bias is None else score_bias.to(q.dtype)
         mask = torch.where(allowed, bias, torch.tensor(hidden, dtype=q.dtype, device=q.device))
