@@ -226,6 +226,18 @@ def _mask_repeats_of_target(logits: torch.Tensor, candidates: torch.Tensor) -> t
     return logits.masked_fill(repeats, large_negative(logits.dtype))
 
 
+def outcome_readout(num_outcomes: int, hidden_size: int) -> tuple[nn.Parameter, nn.Parameter]:
+    """Glorot (n_outcomes, H) weights and zero (n_outcomes,) biases: each outcome read from its own task answer."""
+    weight = nn.Parameter(torch.empty(num_outcomes, hidden_size))
+    nn.init.xavier_uniform_(weight)
+    return weight, nn.Parameter(torch.zeros(num_outcomes))
+
+
+def read_outcomes(answers: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """(B, n_outcomes, H) task answers -> (B, n_outcomes) logits of an :func:`outcome_readout`."""
+    return (answers * weight).sum(-1) + bias
+
+
 class TaskScores(nn.Module):
     """Per-task representations -> the logits of every task the model was built for."""
 
@@ -234,9 +246,7 @@ class TaskScores(nn.Module):
         self.outcome_names = list(spec.outcome_names) if Task.OUTCOME in tasks else []
         H = config.hidden_size
         if self.outcome_names:
-            self.outcome_weight = nn.Parameter(torch.empty(len(self.outcome_names), H))  # (n_outcomes, H)
-            nn.init.xavier_uniform_(self.outcome_weight)
-            self.outcome_bias = nn.Parameter(torch.zeros(len(self.outcome_names)))
+            self.outcome_weight, self.outcome_bias = outcome_readout(len(self.outcome_names), H)
         # Wide & Deep: the totals' linear scores beside the network's. Without the network's own head, the
         # network's outcome weights start at zero (a random start drowned the counts on a few hundred customers);
         # with it, the head trains the network alone and both readouts keep their usual start
@@ -247,9 +257,7 @@ class TaskScores(nn.Module):
                 nn.init.zeros_(self.outcome_weight)
         self.network_outcome = None
         if config.wide and config.wide_network_head and self.outcome_names:
-            self.network_outcome = nn.Parameter(torch.empty(len(self.outcome_names), H))  # (n_outcomes, H)
-            nn.init.xavier_uniform_(self.network_outcome)
-            self.network_outcome_bias = nn.Parameter(torch.zeros(len(self.outcome_names)))
+            self.network_outcome, self.network_outcome_bias = outcome_readout(len(self.outcome_names), H)
         self.next_event = nn.Linear(H, spec.event_type_vocab_size) if Task.NEXT_EVENT in tasks else None
         self.next_item = None
         if Task.NEXT_ITEM in tasks:
@@ -270,11 +278,11 @@ class TaskScores(nn.Module):
         totals, with ``wide``); with ``need_weights``, also the copied shares (``COPY_ATTENTION``)."""
         if self.outcome_names:
             u = torch.stack([representations[name] for name in self.outcome_names], dim=1)  # (B, n_outcomes, H)
-            output.outcome_logits = (u * self.outcome_weight).sum(-1) + self.outcome_bias  # (B, n_outcomes)
+            output.outcome_logits = read_outcomes(u, self.outcome_weight, self.outcome_bias)  # (B, n_outcomes)
             if self.wide is not None:
                 output.outcome_logits = output.outcome_logits + self.wide(batch)
             if self.network_outcome is not None:
-                output.network_outcome_logits = (u * self.network_outcome).sum(-1) + self.network_outcome_bias
+                output.network_outcome_logits = read_outcomes(u, self.network_outcome, self.network_outcome_bias)
         if self.next_event is not None:
             output.next_event_logits = mask_special_event_types(self.next_event(representations[NEXT_EVENT_QUERY]))
         if self.next_item is not None:
